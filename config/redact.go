@@ -1,0 +1,94 @@
+package config
+
+import (
+	"maps"
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// redacted replaces a secret in the output of Redacted.
+const redacted = "REDACTED"
+
+// Redacted returns a deep copy of c fit for logging: every non-empty secret
+// (subscriber secret and previous_secrets, ingest.auth_tokens,
+// ingest.signing_secret, admin.token) reads "REDACTED", and so do subscriber
+// header values and URL query parameters whose names suggest a credential
+// (containing auth, cookie, token, secret, key, password or sig), and a
+// password in a URL. c is not changed.
+func (c Config) Redacted() Config {
+	c.Ingest.AuthTokens = redactAll(c.Ingest.AuthTokens)
+	c.Ingest.SigningSecret = redact(c.Ingest.SigningSecret)
+	c.Ingest.AllowCIDRs = slices.Clone(c.Ingest.AllowCIDRs)
+	c.Admin.Token = redact(c.Admin.Token)
+	c.Subscribers = slices.Clone(c.Subscribers)
+	for i := range c.Subscribers {
+		s := &c.Subscribers[i]
+		s.URL = redactURL(s.URL)
+		s.Secret = redact(s.Secret)
+		s.PreviousSecrets = redactAll(s.PreviousSecrets)
+		s.EventTypes = slices.Clone(s.EventTypes)
+		s.Headers = maps.Clone(s.Headers)
+		for name, v := range s.Headers {
+			if isSensitiveName(name) {
+				s.Headers[name] = redact(v)
+			}
+		}
+	}
+	return c
+}
+
+func redact(s string) string {
+	if s == "" {
+		return ""
+	}
+	return redacted
+}
+
+// redactAll returns a copy of secrets with each non-empty one redacted.
+func redactAll(secrets []string) []string {
+	out := slices.Clone(secrets)
+	for i, s := range out {
+		out[i] = redact(s)
+	}
+	return out
+}
+
+// redactURL hides the password and credential-like query parameters of
+// rawURL. A URL that does not parse is returned as it is: Validate has
+// rejected it.
+func redactURL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return rawURL
+	}
+	changed := false
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), redacted)
+		changed = true
+	}
+	q := u.Query()
+	for name := range q {
+		if isSensitiveName(name) {
+			q[name] = []string{redacted}
+			u.RawQuery = q.Encode()
+			changed = true
+		}
+	}
+	if !changed {
+		return rawURL
+	}
+	return u.String()
+}
+
+// isSensitiveName reports whether a header or parameter called name
+// probably carries a credential.
+func isSensitiveName(name string) bool {
+	name = strings.ToLower(name)
+	for _, w := range []string{"auth", "cookie", "token", "secret", "key", "password", "passwd", "sig"} {
+		if strings.Contains(name, w) {
+			return true
+		}
+	}
+	return false
+}
