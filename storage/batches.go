@@ -1,0 +1,348 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// CreateBatch stores b, formed from the oldest events of q (b.Seqs, in
+// order, all above the queue's head), and takes them out of the queue. From
+// here on the batch keeps its id and contents across restarts.
+func (q *Queue) CreateBatch(b *Batch) error {
+	if len(b.Seqs) == 0 {
+		return errors.New("cannot store an empty batch")
+	}
+	rec := b.marshal(nil)
+	last := b.Seqs[len(b.Seqs)-1]
+	o := &op{
+		bytes: int64(len(rec)+len(b.ID)+1+len(q.prefix)+8) + 2*entryOverhead + int64(len(b.Seqs))*(int64(len(q.prefix)+8)+entryOverhead),
+		count: 2 + int64(len(b.Seqs)),
+	}
+	o.apply = func(txn *badger.Txn) error {
+		if err := txn.Set(batchKey(b.ID), rec); err != nil {
+			return err
+		}
+		for _, seq := range b.Seqs {
+			if err := txn.Delete(q.key(seq)); err != nil {
+				return err
+			}
+		}
+		return txn.Set(headKey(q.id), be.AppendUint64(nil, last+1))
+	}
+	o.after = func() { q.head.Store(last + 1) }
+	if err := q.s.w.do(o); err != nil {
+		return fmt.Errorf("cannot store batch %s: %w", b.ID, err)
+	}
+	return nil
+}
+
+// UpdateBatch stores b's delivery state (attempts, times, last outcome).
+func (s *Store) UpdateBatch(b *Batch) error {
+	rec := b.marshal(nil)
+	o := &op{bytes: int64(len(rec)+len(b.ID)+1) + entryOverhead, count: 1}
+	o.apply = func(txn *badger.Txn) error { return txn.Set(batchKey(b.ID), rec) }
+	if err := s.w.do(o); err != nil {
+		return fmt.Errorf("cannot update batch %s: %w", b.ID, err)
+	}
+	return nil
+}
+
+// Ack removes a delivered batch and releases its events.
+func (s *Store) Ack(b *Batch) error {
+	o := &op{
+		bytes: int64(len(b.ID)+1) + entryOverhead + int64(len(b.Seqs))*(2*9+2*entryOverhead),
+		count: 1 + 2*int64(len(b.Seqs)),
+	}
+	o.apply = func(txn *badger.Txn) error {
+		if err := txn.Delete(batchKey(b.ID)); err != nil {
+			return err
+		}
+		return releaseLocked(txn, b.Seqs)
+	}
+	o.after = func() { s.addDepth(b.Subscriber, -int64(len(b.Seqs))) }
+	if err := s.w.do(o); err != nil {
+		return fmt.Errorf("cannot acknowledge batch %s: %w", b.ID, err)
+	}
+	return nil
+}
+
+// DeadLetter moves b (with its final state) from the pending batches to the
+// dead-letter store. Its events stay stored until it is replayed or dropped.
+func (s *Store) DeadLetter(b *Batch) error {
+	rec := b.marshal(nil)
+	o := &op{bytes: int64(len(rec)+2*len(b.ID)+2) + 2*entryOverhead, count: 2}
+	o.apply = func(txn *badger.Txn) error {
+		if err := txn.Delete(batchKey(b.ID)); err != nil {
+			return err
+		}
+		return txn.Set(deadKey(b.ID), rec)
+	}
+	o.after = func() { s.addDepth(b.Subscriber, -int64(len(b.Seqs))) }
+	if err := s.w.do(o); err != nil {
+		return fmt.Errorf("cannot dead-letter batch %s: %w", b.ID, err)
+	}
+	return nil
+}
+
+// Replay moves dead letter id back to the pending batches with a fresh
+// attempt count and the same id and contents, and returns it.
+func (s *Store) Replay(id string) (*Batch, error) {
+	b, err := s.GetDeadLetter(id)
+	if err != nil {
+		return nil, err
+	}
+	b.Attempts, b.FirstAttempt, b.LastAttempt, b.NextAttempt, b.FailedAt = 0, 0, 0, 0, 0
+	b.LastStatus, b.LastError = 0, ""
+	rec := b.marshal(nil)
+	o := &op{bytes: int64(len(rec)+2*len(id)+2) + 2*entryOverhead, count: 2}
+	o.apply = func(txn *badger.Txn) error {
+		if _, err := txn.Get(deadKey(id)); err != nil {
+			return notFound(err)
+		}
+		if err := txn.Delete(deadKey(id)); err != nil {
+			return err
+		}
+		return txn.Set(batchKey(id), rec)
+	}
+	o.after = func() { s.addDepth(b.Subscriber, int64(len(b.Seqs))) }
+	if err := s.w.do(o); err != nil {
+		return nil, fmt.Errorf("cannot replay dead letter %s: %w", id, err)
+	}
+	return b, nil
+}
+
+// DropDeadLetter deletes dead letter id and releases its events.
+func (s *Store) DropDeadLetter(id string) error {
+	b, err := s.GetDeadLetter(id)
+	if err != nil {
+		return err
+	}
+	o := &op{
+		bytes: int64(len(id)+1) + entryOverhead + int64(len(b.Seqs))*(2*9+2*entryOverhead),
+		count: 1 + 2*int64(len(b.Seqs)),
+	}
+	o.apply = func(txn *badger.Txn) error {
+		if _, err := txn.Get(deadKey(id)); err != nil {
+			return notFound(err)
+		}
+		if err := txn.Delete(deadKey(id)); err != nil {
+			return err
+		}
+		return releaseLocked(txn, b.Seqs)
+	}
+	if err := s.w.do(o); err != nil {
+		return fmt.Errorf("cannot drop dead letter %s: %w", id, err)
+	}
+	return nil
+}
+
+// Batches returns every stored batch awaiting delivery, for recovery.
+func (s *Store) Batches() ([]*Batch, error) {
+	var out []*Batch
+	err := s.scan('b', func(b *Batch) bool { out = append(out, b); return true })
+	return out, err
+}
+
+// DeadLetters returns up to limit dead letters, of subscriber sub when it is
+// not empty, in batch id order.
+func (s *Store) DeadLetters(sub string, limit int) ([]*Batch, error) {
+	var out []*Batch
+	err := s.scan('x', func(b *Batch) bool {
+		if sub == "" || b.Subscriber == sub {
+			out = append(out, b)
+		}
+		return limit <= 0 || len(out) < limit
+	})
+	return out, err
+}
+
+// GetDeadLetter returns dead letter id, or ErrNotFound.
+func (s *Store) GetDeadLetter(id string) (*Batch, error) {
+	var b *Batch
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		b, err = getBatch(txn, deadKey(id))
+		return err
+	})
+	return b, err
+}
+
+// ReadBatch calls fn with the stored record of each of b's events, in order.
+// rec is valid only during the call.
+func (s *Store) ReadBatch(b *Batch, fn func(seq uint64, rec []byte) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		k := make([]byte, 0, 9)
+		for _, seq := range b.Seqs {
+			k = be.AppendUint64(append(k[:0], 'e'), seq)
+			item, err := txn.Get(k)
+			if err != nil {
+				return fmt.Errorf("cannot read event %d of batch %s: %w", seq, b.ID, err)
+			}
+			if err := item.Value(func(v []byte) error { return fn(seq, v) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *Store) scan(kind byte, fn func(*Batch) bool) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{kind}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var b *Batch
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				b, err = unmarshalBatch(v)
+				return err
+			})
+			if err != nil {
+				return fmt.Errorf("cannot read batch %q: %w", it.Item().Key()[1:], err)
+			}
+			if !fn(b) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+func notFound(err error) error {
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return ErrNotFound
+	}
+	return err
+}
+
+func getBatch(txn *badger.Txn, key []byte) (*Batch, error) {
+	item, err := txn.Get(key)
+	if err != nil {
+		return nil, notFound(err)
+	}
+	var b *Batch
+	err = item.Value(func(v []byte) error {
+		b, err = unmarshalBatch(v)
+		return err
+	})
+	return b, err
+}
+
+// releaseLocked drops one reference to each event, deleting the records
+// nobody holds any more. It runs inside the writer's transaction.
+func releaseLocked(txn *badger.Txn, seqs []uint64) error {
+	for _, seq := range seqs {
+		rk := refKey(seq)
+		item, err := txn.Get(rk)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			if err := txn.Delete(eventKey(seq)); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		var n uint64
+		if err := item.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("corrupt reference count of event %d", seq)
+			}
+			n = be.Uint64(v)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if n <= 2 {
+			err = txn.Delete(rk)
+		} else {
+			err = txn.Set(rk, be.AppendUint64(nil, n-1))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) addDepth(sub string, n int64) {
+	s.mu.Lock()
+	q := s.queues[sub]
+	s.mu.Unlock()
+	if q != nil {
+		q.depth.Add(n)
+	}
+}
+
+// Split replaces b by two batches holding its first and second halves, with
+// ids "<id>.1" and "<id>.2", as stable as any other. Their age counts from b's.
+func (s *Store) Split(b *Batch) ([2]*Batch, error) {
+	var out [2]*Batch
+	if len(b.Seqs) < 2 {
+		return out, errors.New("cannot split a batch of one event")
+	}
+	half := len(b.Seqs) / 2
+	for i, seqs := range [][]uint64{b.Seqs[:half], b.Seqs[half:]} {
+		out[i] = &Batch{
+			ID:         fmt.Sprintf("%s.%d", b.ID, i+1),
+			Subscriber: b.Subscriber,
+			Seqs:       seqs,
+			Created:    b.Created,
+		}
+	}
+	r0, r1 := out[0].marshal(nil), out[1].marshal(nil)
+	o := &op{bytes: int64(len(r0)+len(r1)+3*len(b.ID)+10) + 3*entryOverhead, count: 3}
+	o.apply = func(txn *badger.Txn) error {
+		if err := txn.Delete(batchKey(b.ID)); err != nil {
+			return err
+		}
+		if err := txn.Set(batchKey(out[0].ID), r0); err != nil {
+			return err
+		}
+		return txn.Set(batchKey(out[1].ID), r1)
+	}
+	if err := s.w.do(o); err != nil {
+		return out, fmt.Errorf("cannot split batch %s: %w", b.ID, err)
+	}
+	return out, nil
+}
+
+// DeadLetterCounts returns the number of dead letters of each subscriber.
+func (s *Store) DeadLetterCounts() (map[string]int, error) {
+	counts := make(map[string]int)
+	err := s.scan('x', func(b *Batch) bool { counts[b.Subscriber]++; return true })
+	return counts, err
+}
+
+// SetPaused stores that subscriber sub is paused, and why; an empty reason
+// clears it.
+func (s *Store) SetPaused(sub, reason string) error {
+	o := &op{bytes: int64(len(sub)+len(reason)+1) + entryOverhead, count: 1}
+	o.apply = func(txn *badger.Txn) error {
+		if reason == "" {
+			return txn.Delete(pauseKey(sub))
+		}
+		return txn.Set(pauseKey(sub), []byte(reason))
+	}
+	return s.w.do(o)
+}
+
+// Paused returns the stored pause reason of every paused subscriber.
+func (s *Store) Paused() (map[string]string, error) {
+	out := make(map[string]string)
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte{'p'}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			out[string(it.Item().Key()[1:])] = string(v)
+		}
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,216 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Queue is one subscriber's durable FIFO of events not yet in a batch, plus
+// the count of events it holds in stored batches.
+type Queue struct {
+	s      *Store
+	id     string
+	prefix []byte
+	notify chan struct{}
+
+	// head is the lowest sequence number that may still be queued: reads
+	// Seek to it, so deleted entries below it are never walked again.
+	head  atomic.Uint64
+	depth atomic.Int64 // events queued plus events in stored batches
+}
+
+// Queue returns the queue of subscriber id, opening it on first use: its
+// head cursor is loaded and its depth counted.
+func (s *Store) Queue(id string) (*Queue, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if q, ok := s.queues[id]; ok {
+		return q, nil
+	}
+	q := &Queue{s: s, id: id, prefix: queuePrefix(id), notify: make(chan struct{}, 1)}
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(headKey(id))
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
+			return err
+		default:
+			if err := item.Value(func(v []byte) error {
+				if len(v) != 8 {
+					return fmt.Errorf("corrupt head of queue %q", id)
+				}
+				q.head.Store(be.Uint64(v))
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		var n int64
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.prefix})
+		for it.Seek(q.key(q.head.Load())); it.Valid(); it.Next() {
+			n++
+		}
+		it.Close()
+		// Events in stored batches count too; batches are few (bounded by
+		// the delivery window), so a scan is cheap.
+		bt := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte{'b'}})
+		defer bt.Close()
+		for bt.Rewind(); bt.Valid(); bt.Next() {
+			if err := bt.Item().Value(func(v []byte) error {
+				b, err := unmarshalBatch(v)
+				if err == nil && b.Subscriber == id {
+					n += int64(len(b.Seqs))
+				}
+				return err
+			}); err != nil {
+				return err
+			}
+		}
+		q.depth.Store(n)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot open queue %q: %w", id, err)
+	}
+	s.queues[id] = q
+	return q, nil
+}
+
+// ID is the subscriber id the queue belongs to.
+func (q *Queue) ID() string { return q.id }
+
+// Depth is the number of events the queue holds, batched or not.
+func (q *Queue) Depth() int64 { return q.depth.Load() }
+
+// Notify is signalled (without blocking, coalesced) after new events are
+// committed to the queue.
+func (q *Queue) Notify() <-chan struct{} { return q.notify }
+
+func (q *Queue) key(seq uint64) []byte {
+	k := make([]byte, 0, len(q.prefix)+8)
+	k = append(k, q.prefix...)
+	return be.AppendUint64(k, seq)
+}
+
+// Read calls fn for up to max queued events with a sequence number above
+// after, in order, until fn returns false. rec is the stored event record and
+// is valid only during the call.
+func (q *Queue) Read(after uint64, max int, fn func(seq uint64, rec []byte) bool) error {
+	start := after + 1
+	if h := q.head.Load(); h > start {
+		start = h
+	}
+	err := q.s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.prefix})
+		defer it.Close()
+		ek := make([]byte, 0, 9)
+		n := 0
+		for it.Seek(q.key(start)); it.Valid() && n < max; it.Next() {
+			k := it.Item().Key()
+			seq := be.Uint64(k[len(q.prefix):])
+			ek = be.AppendUint64(append(ek[:0], 'e'), seq)
+			item, err := txn.Get(ek)
+			if err != nil {
+				return fmt.Errorf("cannot read event %d: %w", seq, err)
+			}
+			more := true
+			if err := item.Value(func(v []byte) error { more = fn(seq, v); return nil }); err != nil {
+				return err
+			}
+			n++
+			if !more {
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cannot read queue %q: %w", q.id, err)
+	}
+	return nil
+}
+
+// AppendItem is one event of an Append: its record goes to every queue.
+type AppendItem struct {
+	Record []byte   // event.AppendRecord output
+	ID     []byte   // dedup key; nil disables dedup for this event
+	Queues []*Queue // at least one
+}
+
+// Append stores items in one transaction and returns once it is committed
+// (and fsynced with SyncWrites). dup[i] is set for items whose ID was seen
+// within the dedup window; those are not stored again. On error nothing of
+// the call was stored.
+func (s *Store) Append(items []AppendItem, dup []bool) error {
+	if s.full.Load() {
+		return ErrFull
+	}
+	var bytes, count int64
+	for i := range items {
+		it := &items[i]
+		bytes += int64(len(it.Record)+9+len(it.ID)+1) + 3*entryOverhead
+		count += 3 + int64(len(it.Queues))
+		for _, q := range it.Queues {
+			bytes += int64(len(q.prefix)+8) + entryOverhead
+		}
+	}
+	window := s.opts.DedupWindow
+	o := &op{bytes: bytes, count: count}
+	o.apply = func(txn *badger.Txn) error {
+		for i := range items {
+			it := &items[i]
+			dup[i] = false
+			if window > 0 && it.ID != nil {
+				k := appendDedupKey(nil, it.ID)
+				_, err := txn.Get(k)
+				if err == nil {
+					dup[i] = true
+					continue
+				}
+				if !errors.Is(err, badger.ErrKeyNotFound) {
+					return err
+				}
+				if err := txn.SetEntry(badger.NewEntry(k, nil).WithTTL(window)); err != nil {
+					return err
+				}
+			}
+			seq := s.w.nextSeq()
+			if err := txn.Set(eventKey(seq), it.Record); err != nil {
+				return err
+			}
+			if n := len(it.Queues); n > 1 {
+				if err := txn.Set(refKey(seq), be.AppendUint64(nil, uint64(n))); err != nil {
+					return err
+				}
+			}
+			for _, q := range it.Queues {
+				if err := txn.Set(q.key(seq), nil); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	o.after = func() {
+		for i := range items {
+			if dup[i] {
+				continue
+			}
+			for _, q := range items[i].Queues {
+				q.depth.Add(1)
+				q.signal()
+			}
+		}
+	}
+	return s.w.do(o)
+}
+
+func (q *Queue) signal() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}

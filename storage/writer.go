@@ -1,0 +1,171 @@
+package storage
+
+import (
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/skl"
+)
+
+// maxGroup bounds how many operations share one transaction. The writer never
+// waits to fill a group: it takes what is already queued (PERF-NOTES: a linger
+// timer only made commits slower).
+const maxGroup = 256
+
+// entryOverhead is added to each entry's key and value length when sizing a
+// transaction, above Badger's own estimate (key+value+12).
+const entryOverhead = 40
+
+// op is one caller's unit of work. It is applied inside a shared transaction
+// and answered with that transaction's outcome.
+type op struct {
+	bytes, count int64
+	apply        func(txn *badger.Txn) error
+	after        func() // on success, in the writer goroutine, before errc is answered
+	errc         chan error
+}
+
+var errcPool = sync.Pool{New: func() any { return make(chan error, 1) }}
+
+// writer is the single goroutine that commits every write (group commit).
+type writer struct {
+	s        *Store
+	ch       chan *op
+	maxBytes int64
+	maxCount int64
+
+	mu     sync.RWMutex
+	closed bool
+
+	// seq is the last sequence number handed out in the open transaction;
+	// committed the last one durably stored. Both are owned by run.
+	seq, committed uint64
+}
+
+func newWriter(s *Store, seq uint64, memtable int64) *writer {
+	// Badger refuses a transaction of 15% of a memtable or of that many
+	// bytes divided by a skiplist node; stay at 80% of both.
+	maxBytes := memtable * 15 / 100
+	return &writer{
+		s:         s,
+		ch:        make(chan *op, 4*maxGroup),
+		maxBytes:  maxBytes * 8 / 10,
+		maxCount:  maxBytes / int64(skl.MaxNodeSize) * 8 / 10,
+		seq:       seq,
+		committed: seq,
+	}
+}
+
+// do submits o and waits for its transaction to commit.
+func (w *writer) do(o *op) error {
+	o.errc = errcPool.Get().(chan error)
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		errcPool.Put(o.errc)
+		return ErrClosed
+	}
+	w.ch <- o
+	w.mu.RUnlock()
+	err := <-o.errc
+	errcPool.Put(o.errc)
+	return err
+}
+
+// close makes further submissions fail and lets run finish what is queued.
+func (w *writer) close() {
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.ch)
+	}
+	w.mu.Unlock()
+}
+
+func (w *writer) run(wg *sync.WaitGroup) {
+	defer wg.Done()
+	group := make([]*op, 0, maxGroup)
+	for o := range w.ch {
+		group = append(group[:0], o)
+	drain:
+		for len(group) < maxGroup {
+			select {
+			case o, ok := <-w.ch:
+				if !ok {
+					break drain
+				}
+				group = append(group, o)
+			default:
+				break drain
+			}
+		}
+		w.commitGroup(group)
+		clear(group)
+	}
+}
+
+func (w *writer) commitGroup(group []*op) {
+	txn := w.s.db.NewTransaction(true)
+	pending := make([]*op, 0, len(group))
+	var bytes, count int64
+	for _, o := range group {
+		if o.bytes > w.maxBytes || o.count > w.maxCount {
+			o.errc <- ErrTooLarge
+			continue
+		}
+		if bytes+o.bytes > w.maxBytes || count+o.count > w.maxCount {
+			w.commit(txn, pending)
+			txn = w.s.db.NewTransaction(true)
+			pending, bytes, count = pending[:0], 0, 0
+		}
+		if err := o.apply(txn); err != nil {
+			// The transaction may hold part of o: drop it whole and fail
+			// everything in it. Nothing of theirs was stored.
+			txn.Discard()
+			w.seq = w.committed
+			for _, p := range pending {
+				p.errc <- err
+			}
+			o.errc <- err
+			txn = w.s.db.NewTransaction(true)
+			pending, bytes, count = pending[:0], 0, 0
+			continue
+		}
+		pending = append(pending, o)
+		bytes += o.bytes
+		count += o.count
+	}
+	w.commit(txn, pending)
+}
+
+func (w *writer) commit(txn *badger.Txn, pending []*op) {
+	defer txn.Discard()
+	if len(pending) == 0 {
+		return
+	}
+	var err error
+	if w.seq != w.committed {
+		err = txn.Set(seqKey, be.AppendUint64(nil, w.seq))
+	}
+	if err == nil {
+		err = txn.Commit()
+	}
+	if err != nil {
+		w.seq = w.committed
+		w.s.log.Error().Err(err).Int("ops", len(pending)).Msg("storage commit failed")
+	} else {
+		w.committed = w.seq
+	}
+	for _, p := range pending {
+		if err == nil && p.after != nil {
+			p.after()
+		}
+		p.errc <- err
+	}
+}
+
+// nextSeq hands out a sequence number inside the open transaction.
+func (w *writer) nextSeq() uint64 {
+	w.seq++
+	return w.seq
+}
