@@ -1,0 +1,233 @@
+package relay
+
+import (
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/hookbatch/hookbatch/batcher"
+	"github.com/hookbatch/hookbatch/event"
+	"github.com/hookbatch/hookbatch/storage"
+)
+
+// heldBody is a batch's encoded body and its events' receive times, kept
+// while the batch is being attempted.
+type heldBody struct {
+	body []byte
+	recv []int64
+}
+
+// deliver attempts b until it is delivered, dead-lettered, or shutdown
+// interrupts it (it then stays stored and is delivered after a restart).
+// held may be nil; the body is then read from storage.
+func (s *subscriber) deliver(b *storage.Batch, held *heldBody) {
+	if held != nil {
+		s.track(b.ID, held.recv)
+	}
+	defer s.untrack(b.ID)
+	for {
+		if wait := time.Until(time.Unix(0, b.NextAttempt)); b.NextAttempt != 0 && wait > 0 {
+			if wait > time.Second {
+				held = nil // do not hold memory across a long wait
+			}
+			if !s.pauseFor(wait) {
+				return
+			}
+		}
+		if !s.waitActive() {
+			return
+		}
+		if held == nil {
+			h, err := s.load(b)
+			if err != nil {
+				s.logFailure(s.log.Error().Err(err).Str("batch_id", b.ID), "cannot read batch")
+				if !s.pauseFor(5 * time.Second) {
+					return
+				}
+				continue
+			}
+			held = h
+			s.track(b.ID, held.recv)
+		}
+		res, ok, wait := s.r.out.attempt(s, b, held.body)
+		if !ok {
+			s.metrics.attempt("circuit_open")
+			if !s.pauseFor(wait) {
+				return
+			}
+			continue
+		}
+		now := time.Now()
+		b.LastAttempt = now.UnixNano()
+		if b.FirstAttempt == 0 {
+			b.FirstAttempt = b.LastAttempt
+		}
+		b.LastStatus = res.status
+		b.LastError = ""
+		if res.err != nil {
+			b.LastError = res.err.Error()
+		}
+		d := decide(&s.r.cfg.Delivery.Retry, b, res, now, jitterRand)
+		s.metrics.attempt(d.outcome)
+		switch d.verdict {
+		case delivered:
+			s.delivered(b, held, now)
+			return
+		case deadLetter:
+			s.deadLetter(b, d.reason, now)
+			return
+		case splitBatch:
+			s.split(b)
+			return
+		case pauseSubscriber:
+			if err := s.pause(d.reason); err != nil {
+				s.log.Error().Err(err).Msg("cannot store pause")
+			}
+			b.NextAttempt = 0
+		case retryLater:
+			b.NextAttempt = now.Add(d.wait).UnixNano()
+			s.logFailure(s.log.Warn().Str("batch_id", b.ID).Int("attempt", b.Attempts).
+				Int("status", res.status).Str("error", d.reason).Dur("next_attempt_in", d.wait), "delivery failed")
+		}
+		if err := s.r.store.UpdateBatch(b); err != nil && !errors.Is(err, storage.ErrClosed) {
+			s.logFailure(s.log.Error().Err(err).Str("batch_id", b.ID), "cannot store delivery state")
+		}
+		if s.r.life.Err() != nil {
+			return // shutting down: the batch is stored; it is retried after a restart
+		}
+	}
+}
+
+// load reads b's events from storage and encodes its body.
+func (s *subscriber) load(b *storage.Batch) (*heldBody, error) {
+	h := &heldBody{recv: make([]int64, 0, len(b.Seqs))}
+	h.body = batcher.AppendHead(nil, b.ID, s.cfg.ID, len(b.Seqs))
+	err := s.r.store.ReadBatch(b, func(seq uint64, v []byte) error {
+		rec, err := event.DecodeRecord(v)
+		if err != nil {
+			return err
+		}
+		if len(h.recv) > 0 {
+			h.body = append(h.body, ',')
+		}
+		h.body = event.AppendJSON(h.body, &rec)
+		h.recv = append(h.recv, rec.Recv)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.body = batcher.AppendTail(h.body)
+	return h, nil
+}
+
+func (s *subscriber) delivered(b *storage.Batch, h *heldBody, now time.Time) {
+	if err := s.r.store.Ack(b); err != nil {
+		// Delivered but not forgotten: it will be delivered again after a
+		// restart (at least once), with the same id.
+		s.logFailure(s.log.Error().Err(err).Str("batch_id", b.ID), "cannot remove delivered batch")
+		return
+	}
+	s.metrics.batchesDelivered.Inc()
+	s.metrics.eventsDelivered.Add(len(b.Seqs))
+	for _, t := range h.recv {
+		s.metrics.endToEnd.Update(now.Sub(time.Unix(0, t)).Seconds())
+	}
+}
+
+func (s *subscriber) deadLetter(b *storage.Batch, reason string, now time.Time) {
+	b.FailedAt = now.UnixNano()
+	b.LastError = reason
+	if err := s.r.store.DeadLetter(b); err != nil {
+		s.logFailure(s.log.Error().Err(err).Str("batch_id", b.ID), "cannot dead-letter batch")
+		return
+	}
+	s.metrics.deadLetters.Inc()
+	s.dead.Add(1)
+	s.log.Warn().Str("batch_id", b.ID).Int("attempt", b.Attempts).Int("status", b.LastStatus).
+		Str("error", reason).Int("events", len(b.Seqs)).Msg("batch dead-lettered")
+}
+
+// split replaces b by its two halves, delivered one after the other.
+func (s *subscriber) split(b *storage.Batch) {
+	halves, err := s.r.store.Split(b)
+	if err != nil {
+		s.logFailure(s.log.Error().Err(err).Str("batch_id", b.ID), "cannot split batch")
+		return
+	}
+	s.log.Info().Str("batch_id", b.ID).Int("events", len(b.Seqs)).Msg("subscriber answered 413: batch split in two")
+	for _, h := range halves {
+		if s.r.life.Err() != nil {
+			return
+		}
+		s.deliver(h, nil)
+	}
+}
+
+// waitActive waits while the subscriber is paused; false at shutdown.
+func (s *subscriber) waitActive() bool {
+	s.mu.Lock()
+	paused, ch := s.paused, s.resumed
+	s.mu.Unlock()
+	if !paused {
+		return true
+	}
+	select {
+	case <-ch:
+		return true
+	case <-s.r.life.Done():
+		return false
+	}
+}
+
+// pause stops deliveries of s until resume; ingest keeps accepting. The
+// pause is stored, so it outlives a restart.
+func (s *subscriber) pause(reason string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.paused {
+		return nil
+	}
+	if err := s.r.store.SetPaused(s.cfg.ID, reason); err != nil {
+		return err
+	}
+	s.setPausedLocked(reason)
+	return nil
+}
+
+func (s *subscriber) setPausedLocked(reason string) {
+	s.paused, s.pauseReason, s.resumed = true, reason, make(chan struct{})
+	s.log.Warn().Str("reason", reason).Msg("subscriber paused")
+}
+
+func (s *subscriber) resume() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.paused {
+		return nil
+	}
+	if err := s.r.store.SetPaused(s.cfg.ID, ""); err != nil {
+		return err
+	}
+	s.paused, s.pauseReason = false, ""
+	close(s.resumed)
+	s.log.Info().Msg("subscriber resumed")
+	return nil
+}
+
+// track records that batch id, holding events received at recv, is being
+// delivered, for the oldest event age.
+func (s *subscriber) track(id string, recv []int64) {
+	if len(recv) == 0 {
+		return
+	}
+	s.mu.Lock()
+	s.pending[id] = slices.Min(recv)
+	s.mu.Unlock()
+}
+
+func (s *subscriber) untrack(id string) {
+	s.mu.Lock()
+	delete(s.pending, id)
+	s.mu.Unlock()
+}

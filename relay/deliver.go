@@ -1,0 +1,310 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hookbatch/hookbatch/storage"
+	"github.com/valyala/fasthttp"
+)
+
+// errRefusedDestination marks a dial the SSRF guard refused.
+var errRefusedDestination = errors.New("destination refused")
+
+// outbound is the delivery pool: one fasthttp client whose connection pool
+// per host matches per_host_concurrency, a global limit on requests in
+// flight, and one host (limit and circuit breaker) per destination.
+type outbound struct {
+	r      *Relay
+	client *fasthttp.Client
+	global chan struct{} // one token per request in flight
+	ua     string
+
+	mu    sync.Mutex
+	hosts map[string]*host
+	conns map[net.Conn]struct{} // open connections, cut by abort
+}
+
+func newOutbound(r *Relay) *outbound {
+	d := r.cfg.Delivery
+	o := &outbound{
+		r:      r,
+		global: make(chan struct{}, d.Concurrency),
+		hosts:  make(map[string]*host),
+		conns:  make(map[net.Conn]struct{}),
+		ua:     d.UserAgent,
+	}
+	if o.ua == "" {
+		o.ua = "hookbatch/" + r.version
+	}
+	o.client = &fasthttp.Client{
+		Dial:                     o.dial,
+		MaxConnsPerHost:          d.PerHostConcurrency,
+		MaxConnWaitTimeout:       d.Timeout,
+		MaxIdleConnDuration:      30 * time.Second,
+		ReadTimeout:              d.Timeout,
+		WriteTimeout:             d.Timeout,
+		MaxResponseBodySize:      1 << 20,
+		NoDefaultUserAgentHeader: true,
+		DisablePathNormalizing:   true,
+		RetryIfErr:               func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+	}
+	return o
+}
+
+// host is one destination host:port: its in-flight limit and circuit breaker.
+type host struct {
+	addr string
+	sem  chan struct{}
+
+	mu       sync.Mutex
+	state    circuitState
+	failures int
+	openedAt time.Time
+	probing  bool
+}
+
+type circuitState uint8
+
+const (
+	circuitClosed circuitState = iota
+	circuitOpen
+	circuitHalfOpen
+)
+
+func (c circuitState) String() string {
+	switch c {
+	case circuitOpen:
+		return "open"
+	case circuitHalfOpen:
+		return "half_open"
+	}
+	return "closed"
+}
+
+func (o *outbound) host(addr string) *host {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	h := o.hosts[addr]
+	if h == nil {
+		h = &host{addr: addr, sem: make(chan struct{}, o.r.cfg.Delivery.PerHostConcurrency)}
+		o.hosts[addr] = h
+		o.r.metrics.registerHost(h)
+	}
+	return h
+}
+
+// allow reports whether a request may go to the host now; when not, wait is
+// how long until it may be asked again. After open_duration one request
+// (the probe) is let through in the half-open state.
+func (h *host) allow(now time.Time, openFor time.Duration) (ok bool, wait time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch h.state {
+	case circuitClosed:
+		return true, 0
+	case circuitOpen:
+		if left := openFor - now.Sub(h.openedAt); left > 0 {
+			return false, left
+		}
+		h.state, h.probing = circuitHalfOpen, true
+		return true, 0
+	}
+	if !h.probing {
+		h.probing = true
+		return true, 0
+	}
+	return false, 100 * time.Millisecond
+}
+
+// report feeds an attempt's outcome to the breaker: threshold consecutive
+// failures open it, a failed probe reopens it, any success closes it.
+func (h *host) report(failed bool, now time.Time, threshold int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !failed {
+		h.state, h.failures, h.probing = circuitClosed, 0, false
+		return
+	}
+	h.failures++
+	if h.state == circuitHalfOpen || h.failures >= threshold {
+		h.state, h.openedAt, h.probing = circuitOpen, now, false
+	}
+}
+
+func (h *host) circuit() circuitState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.state
+}
+
+// attempt POSTs body to s once, within the global and per-host limits, and
+// counts it in b.Attempts. ok is false when the breaker kept the request
+// back (no attempt is used up); wait says for how long.
+func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res result, ok bool, wait time.Duration) {
+	cb := &o.r.cfg.Delivery.CircuitBreaker
+	if ok, wait := s.host.allow(time.Now(), cb.OpenDuration); !ok {
+		return result{}, false, wait
+	}
+	o.global <- struct{}{}
+	s.host.sem <- struct{}{}
+	b.Attempts++
+	s.inflight.Add(1)
+	o.r.metrics.hostInflight(s.host.addr, 1)
+	defer func() {
+		o.r.metrics.hostInflight(s.host.addr, -1)
+		s.inflight.Add(-1)
+		<-s.host.sem
+		<-o.global
+	}()
+
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	s.buildRequest(req, b, body, o.ua, time.Now())
+	start := time.Now()
+	err := o.client.DoTimeout(req, resp, o.r.cfg.Delivery.Timeout)
+	now := time.Now()
+	s.metrics.deliveryDuration.Update(now.Sub(start).Seconds())
+	if err != nil {
+		res.err = err
+	} else {
+		res.status = resp.StatusCode()
+		if res.status == fasthttp.StatusTooManyRequests || res.status == fasthttp.StatusServiceUnavailable {
+			res.retryAfter = parseRetryAfter(resp.Header.Peek("Retry-After"), now)
+		}
+	}
+	failed := err != nil || res.status >= 500 || res.status == fasthttp.StatusRequestTimeout
+	if errors.Is(err, errRefusedDestination) {
+		failed = false // a refusal says nothing about the host's health
+	}
+	s.host.report(failed, now, cb.FailureThreshold)
+	return res, true, 0
+}
+
+// dial connects to addr, refusing private destinations unless allowed. The
+// check runs on the address actually dialled, after resolution, so DNS
+// rebinding cannot get around it.
+func (o *outbound) dial(addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: o.r.cfg.Delivery.Timeout}
+	if !o.r.cfg.Delivery.AllowPrivateNetworks {
+		d.Control = refusePrivate
+	}
+	c, err := d.DialContext(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	o.mu.Lock()
+	if o.conns == nil { // closed
+		o.mu.Unlock()
+		_ = c.Close()
+		return nil, errors.New("delivery is shutting down")
+	}
+	o.conns[c] = struct{}{}
+	o.mu.Unlock()
+	return &trackedConn{Conn: c, o: o}, nil
+}
+
+func refusePrivate(_, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("%w: cannot parse %q", errRefusedDestination, address)
+	}
+	if isPrivate(ap.Addr()) {
+		return fmt.Errorf("%w: %s is a private, loopback or link-local address (delivery.allow_private_networks is false)", errRefusedDestination, ap.Addr())
+	}
+	return nil
+}
+
+var privatePrefixes = func() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range []string{
+		"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+		"172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "240.0.0.0/4",
+		"::/128", "::1/128", "fc00::/7", "fe80::/10", "64:ff9b::/96", "2001:db8::/32",
+	} {
+		out = append(out, netip.MustParsePrefix(s))
+	}
+	return out
+}()
+
+// isPrivate reports whether a is not a public unicast address.
+func isPrivate(a netip.Addr) bool {
+	a = a.Unmap()
+	if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
+		a.IsMulticast() || a.IsUnspecified() || a.IsInterfaceLocalMulticast() {
+		return true
+	}
+	for _, p := range privatePrefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// trackedConn removes itself from the open set when closed.
+type trackedConn struct {
+	net.Conn
+	o    *outbound
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.o.mu.Lock()
+		delete(c.o.conns, c.Conn)
+		c.o.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// abort cuts every open connection, failing the requests in flight.
+func (o *outbound) abort() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for c := range o.conns {
+		_ = c.Close()
+	}
+}
+
+// close cuts every connection and refuses new ones.
+func (o *outbound) close() {
+	o.abort()
+	o.mu.Lock()
+	o.conns = nil
+	o.mu.Unlock()
+	o.client.CloseIdleConnections()
+}
+
+// buildRequest writes the batch POST of DESIGN §6 into req.
+func (s *subscriber) buildRequest(req *fasthttp.Request, b *storage.Batch, body []byte, ua string, now time.Time) {
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.SetRequestURI(s.cfg.URL)
+	h := &req.Header
+	h.SetContentType("application/json")
+	h.SetUserAgent(ua)
+	h.Set("X-Webhook-Batch", "true")
+	h.Set("X-Webhook-Batch-Id", b.ID)
+	h.Set("X-Webhook-Batch-Count", strconv.Itoa(len(b.Seqs)))
+	h.Set("X-Webhook-Attempt", strconv.Itoa(b.Attempts))
+	sig := s.signer.AppendHex(make([]byte, 0, 80), body)
+	h.SetBytesV("X-Webhook-Signature", sig)
+	ts := now.Unix()
+	h.Set("webhook-id", b.ID)
+	h.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+	sig = s.signer.AppendStandard(sig[:0], []byte(b.ID), ts, body)
+	h.SetBytesV("webhook-signature", sig)
+	for k, v := range s.cfg.Headers {
+		h.Set(k, v)
+	}
+	req.SetBodyRaw(body)
+}

@@ -1,0 +1,242 @@
+// Package relay runs hookbatch: the ingest and admin HTTP front ends, one
+// batching loop per subscriber, and the delivery pools that POST batches to
+// subscribers.
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hookbatch/hookbatch/config"
+	"github.com/hookbatch/hookbatch/storage"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+)
+
+// Relay is one running hookbatch. Create it with New, start it with Start,
+// stop it with Close.
+type Relay struct {
+	cfg     config.Config
+	log     zerolog.Logger
+	version string
+
+	store   *storage.Store
+	subs    []*subscriber
+	byID    map[string]*subscriber
+	metrics *relayMetrics
+	out     *outbound
+	guard   *guard
+
+	ingestSrv, adminSrv *fasthttp.Server
+	ingestLn, adminLn   net.Listener
+
+	closing atomic.Bool
+
+	// life ends when shutdown begins: loops stop forming batches and
+	// deliveries stop waiting for their next attempt.
+	life     context.Context
+	stopLife context.CancelFunc
+
+	servers   sync.WaitGroup
+	loops     sync.WaitGroup
+	deliver   sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the store in cfg.DataDir and prepares every subscriber. Nothing
+// listens until Start.
+func New(cfg config.Config, log zerolog.Logger, version string) (*Relay, error) {
+	g, err := newGuard(cfg.Ingest)
+	if err != nil {
+		return nil, err
+	}
+	store, err := storage.Open(storage.Options{
+		Dir:             cfg.DataDir,
+		SyncWrites:      cfg.Storage.SyncWrites,
+		MaxDiskBytes:    int64(cfg.Storage.MaxDiskBytes),
+		DedupWindow:     cfg.Ingest.DedupWindow,
+		MaxRequestBytes: int(cfg.Ingest.MaxBodyBytes),
+		Logger:          log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	r := &Relay{
+		cfg:     cfg,
+		log:     log,
+		version: version,
+		store:   store,
+		guard:   g,
+		byID:    make(map[string]*subscriber, len(cfg.Subscribers)),
+	}
+	r.life, r.stopLife = context.WithCancel(context.Background())
+	r.metrics = newRelayMetrics(r)
+	r.out = newOutbound(r)
+	if err := r.addSubscribers(); err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	r.ingestSrv = r.newIngestServer()
+	r.adminSrv = r.newAdminServer()
+	return r, nil
+}
+
+func (r *Relay) addSubscribers() error {
+	paused, err := r.store.Paused()
+	if err != nil {
+		return err
+	}
+	dead, err := r.store.DeadLetterCounts()
+	if err != nil {
+		return err
+	}
+	for i := range r.cfg.Subscribers {
+		s, err := newSubscriber(r, r.cfg.Subscribers[i])
+		if err != nil {
+			return err
+		}
+		if reason, ok := paused[s.cfg.ID]; ok {
+			s.setPausedLocked(reason)
+		}
+		s.dead.Store(int64(dead[s.cfg.ID]))
+		r.subs = append(r.subs, s)
+		r.byID[s.cfg.ID] = s
+	}
+	return nil
+}
+
+// Start opens both listeners and starts delivery. Batches stored before a
+// restart are delivered first, with their ids.
+func (r *Relay) Start() error {
+	var err error
+	if r.ingestLn, err = net.Listen("tcp", r.cfg.Listen); err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", r.cfg.Listen, err)
+	}
+	if r.cfg.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(r.cfg.TLS.CertFile, r.cfg.TLS.KeyFile)
+		if err != nil {
+			_ = r.ingestLn.Close()
+			return fmt.Errorf("cannot load TLS certificate: %w", err)
+		}
+		r.ingestLn = tls.NewListener(r.ingestLn, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	if r.adminLn, err = net.Listen("tcp", r.cfg.AdminListen); err != nil {
+		_ = r.ingestLn.Close()
+		return fmt.Errorf("cannot listen on %s: %w", r.cfg.AdminListen, err)
+	}
+	pending, err := r.store.Batches()
+	if err != nil {
+		_ = r.ingestLn.Close()
+		_ = r.adminLn.Close()
+		return err
+	}
+	recovered := make(map[string][]*storage.Batch)
+	for _, b := range pending {
+		if _, ok := r.byID[b.Subscriber]; !ok {
+			r.log.Warn().Str("subscriber", b.Subscriber).Str("batch_id", b.ID).
+				Msg("stored batch of a subscriber no longer configured: kept, not delivered")
+			continue
+		}
+		recovered[b.Subscriber] = append(recovered[b.Subscriber], b)
+	}
+	for _, s := range r.subs {
+		r.loops.Add(1)
+		go s.run(recovered[s.cfg.ID])
+	}
+	r.servers.Add(2)
+	go r.serve(r.ingestSrv, r.ingestLn)
+	go r.serve(r.adminSrv, r.adminLn)
+	r.log.Info().Str("listen", r.IngestAddr()).Str("admin_listen", r.AdminAddr()).
+		Int("subscribers", len(r.subs)).Int("recovered_batches", len(pending)).Msg("hookbatch started")
+	return nil
+}
+
+func (r *Relay) serve(srv *fasthttp.Server, ln net.Listener) {
+	defer r.servers.Done()
+	if err := srv.Serve(ln); err != nil {
+		r.log.Error().Err(err).Str("addr", ln.Addr().String()).Msg("server stopped")
+	}
+}
+
+// IngestAddr is the address the ingest listener is bound to.
+func (r *Relay) IngestAddr() string { return addrOf(r.ingestLn) }
+
+// AdminAddr is the address the admin listener is bound to.
+func (r *Relay) AdminAddr() string { return addrOf(r.adminLn) }
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+// Close shuts down in order: ingest stops (503 to new requests, in-flight
+// ones finish), batching loops flush what they hold, in-flight deliveries
+// finish until ctx ends (then their connections are cut; the batches stay
+// stored and are delivered after a restart), and storage closes. It is safe
+// to call more than once.
+func (r *Relay) Close(ctx context.Context) error {
+	r.closeOnce.Do(func() { r.closeErr = r.close(ctx) })
+	return r.closeErr
+}
+
+func (r *Relay) close(ctx context.Context) error {
+	var errs []error
+	r.closing.Store(true)
+	if r.ingestLn != nil {
+		if err := r.ingestSrv.ShutdownWithContext(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("ingest shutdown: %w", err))
+		}
+	}
+	r.stopLife()
+	r.loops.Wait()
+	done := make(chan struct{})
+	go func() { r.deliver.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		r.log.Warn().Msg("shutdown timeout: cutting in-flight deliveries; their batches stay stored")
+		r.out.abort()
+		<-done
+	}
+	r.out.close()
+	if r.adminLn != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := r.adminSrv.ShutdownWithContext(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
+		}
+		cancel()
+	}
+	r.servers.Wait()
+	if err := r.store.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	r.metrics.unregister()
+	return errors.Join(errs...)
+}
+
+// hostOf returns the host:port a subscriber URL dials, for per-host limits.
+func hostOf(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", err
+	}
+	host := u.Host
+	if u.Port() == "" {
+		if u.Scheme == "https" {
+			host = net.JoinHostPort(u.Hostname(), "443")
+		} else {
+			host = net.JoinHostPort(u.Hostname(), "80")
+		}
+	}
+	return host, nil
+}

@@ -1,0 +1,265 @@
+package relay
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hookbatch/hookbatch/batcher"
+	"github.com/hookbatch/hookbatch/config"
+	"github.com/hookbatch/hookbatch/event"
+	"github.com/hookbatch/hookbatch/signing"
+	"github.com/hookbatch/hookbatch/storage"
+	"github.com/rs/zerolog"
+)
+
+// subscriber is one destination: its queue, its batching loop and the
+// deliveries of its batches.
+type subscriber struct {
+	r      *Relay
+	cfg    config.Subscriber
+	q      *storage.Queue
+	b      *batcher.Batcher
+	signer *signing.Signer
+	host   *host
+	log    zerolog.Logger
+
+	// window holds one token per stored batch not yet finished (delivered
+	// or dead-lettered): it bounds the batches, and so the memory, of one
+	// subscriber. ordered subscribers have a window of one.
+	window chan struct{}
+
+	inflight atomic.Int64 // requests in flight
+	dead     atomic.Int64 // dead letters stored
+
+	mu          sync.Mutex
+	paused      bool
+	pauseReason string
+	resumed     chan struct{}    // closed on resume
+	pending     map[string]int64 // batch id -> oldest receive time, of batches being delivered
+
+	logMu      sync.Mutex
+	lastLog    time.Time
+	suppressed int
+
+	metrics *subMetrics
+	ev      []byte // scratch: one event's JSON
+}
+
+func newSubscriber(r *Relay, cfg config.Subscriber) (*subscriber, error) {
+	q, err := r.store.Queue(cfg.ID)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := signing.NewSigner(cfg.Secret, cfg.PreviousSecrets)
+	if err != nil {
+		return nil, fmt.Errorf("subscriber %q: %w", cfg.ID, err)
+	}
+	addr, err := hostOf(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("subscriber %q: bad url: %w", cfg.ID, err)
+	}
+	window := 1
+	if !cfg.Ordered {
+		window = 2 * r.cfg.Delivery.PerHostConcurrency
+	}
+	s := &subscriber{
+		r:       r,
+		cfg:     cfg,
+		q:       q,
+		b:       batcher.New(batcher.Limits{MaxEvents: cfg.Batch.MaxEvents, MaxBytes: int(cfg.Batch.MaxBytes), MaxWait: cfg.Batch.MaxWait}, cfg.ID),
+		signer:  signer,
+		host:    r.out.host(addr),
+		log:     r.log.With().Str("subscriber", cfg.ID).Logger(),
+		window:  make(chan struct{}, window),
+		pending: make(map[string]int64),
+	}
+	s.metrics = newSubMetrics(r.metrics, s)
+	return s, nil
+}
+
+// run is the subscriber's batching loop: it delivers the batches recovered
+// from storage first, then forms new ones from the queue until shutdown.
+func (s *subscriber) run(recovered []*storage.Batch) {
+	defer s.r.loops.Done()
+	slices.SortFunc(recovered, func(a, b *storage.Batch) int {
+		switch {
+		case a.Seqs[0] < b.Seqs[0]:
+			return -1
+		case a.Seqs[0] > b.Seqs[0]:
+			return 1
+		}
+		return 0
+	})
+	for _, b := range recovered {
+		if !s.acquire() {
+			return
+		}
+		s.dispatch(b, nil)
+	}
+	var cursor uint64 // last sequence number in the open batch; 0: read from the head
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		if !s.acquire() {
+			return
+		}
+		reason := s.fill(&cursor, timer)
+		if reason == batcher.None {
+			<-s.window
+			return
+		}
+		if !s.flush(reason) {
+			cursor = 0 // the events are still queued: read them again
+			<-s.window
+			if !s.pauseFor(time.Second) {
+				return
+			}
+		}
+	}
+}
+
+// acquire takes a window token, or reports false at shutdown.
+func (s *subscriber) acquire() bool {
+	select {
+	case s.window <- struct{}{}:
+		return true
+	case <-s.r.life.Done():
+		return false
+	}
+}
+
+// fill reads queued events into the open batch until a flush trigger fires.
+// It returns None only at shutdown with an empty batch.
+func (s *subscriber) fill(cursor *uint64, timer *time.Timer) batcher.Reason {
+	for {
+		if err := s.readMore(cursor); err != nil {
+			s.logFailure(s.log.Error().Err(err), "cannot read queue")
+			if !s.pauseFor(time.Second) {
+				return s.shutdownReason()
+			}
+			continue
+		}
+		if r := s.b.Full(); r != batcher.None {
+			return r
+		}
+		if s.b.Len() > 0 {
+			d := time.Until(time.Unix(0, s.b.Deadline()))
+			if d <= 0 {
+				return batcher.Wait
+			}
+			timer.Reset(d)
+		}
+		select {
+		case <-s.q.Notify():
+			timer.Stop()
+		case <-timer.C:
+			return batcher.Wait
+		case <-s.r.life.Done():
+			timer.Stop()
+			return s.shutdownReason()
+		}
+	}
+}
+
+func (s *subscriber) shutdownReason() batcher.Reason {
+	if s.b.Len() > 0 {
+		return batcher.Shutdown
+	}
+	return batcher.None
+}
+
+// readMore adds queued events after *cursor to the open batch while they fit.
+func (s *subscriber) readMore(cursor *uint64) error {
+	room := s.cfg.Batch.MaxEvents - s.b.Len()
+	if room <= 0 || s.b.Full() != batcher.None {
+		return nil
+	}
+	var derr error
+	err := s.q.Read(*cursor, room, func(seq uint64, v []byte) bool {
+		rec, err := event.DecodeRecord(v)
+		if err != nil {
+			derr = fmt.Errorf("event %d: %w", seq, err)
+			return false
+		}
+		s.ev = event.AppendJSON(s.ev[:0], &rec)
+		if !s.b.Add(seq, s.ev, rec.Recv) {
+			return false
+		}
+		*cursor = seq
+		return s.b.Full() == batcher.None
+	})
+	if err != nil {
+		return err
+	}
+	return derr
+}
+
+// flush stores the open batch, so its id and contents are fixed, and starts
+// its delivery. On failure the events stay queued.
+func (s *subscriber) flush(reason batcher.Reason) bool {
+	now := time.Now()
+	id := string(event.AppendID(make([]byte, 0, 28), "b_", now))
+	b := &storage.Batch{
+		ID:         id,
+		Subscriber: s.cfg.ID,
+		Seqs:       slices.Clone(s.b.Seqs()),
+		Created:    now.UnixNano(),
+	}
+	held := &heldBody{body: s.b.AppendBody(make([]byte, 0, s.b.Size()), id), recv: slices.Clone(s.b.Recvs())}
+	s.b.Reset()
+	if err := s.q.CreateBatch(b); err != nil {
+		s.logFailure(s.log.Error().Err(err), "cannot store batch")
+		return false
+	}
+	s.metrics.flushed(reason)
+	s.metrics.batchEvents.Update(float64(len(b.Seqs)))
+	s.dispatch(b, held)
+	return true
+}
+
+// dispatch delivers b in its own goroutine, which returns the window token
+// when b is finished. held may be nil: the body is then read from storage.
+func (s *subscriber) dispatch(b *storage.Batch, held *heldBody) {
+	s.r.deliver.Add(1)
+	go func() {
+		defer s.r.deliver.Done()
+		defer func() { <-s.window }()
+		s.deliver(b, held)
+	}()
+}
+
+// pauseFor waits d, or reports false at shutdown.
+func (s *subscriber) pauseFor(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.r.life.Done():
+		return false
+	}
+}
+
+// logFailure logs at most one line a second per subscriber, saying how many
+// were held back since the last.
+func (s *subscriber) logFailure(e *zerolog.Event, msg string) {
+	s.logMu.Lock()
+	now := time.Now()
+	if now.Sub(s.lastLog) < time.Second {
+		s.suppressed++
+		s.logMu.Unlock()
+		e.Discard()
+		return
+	}
+	n := s.suppressed
+	s.lastLog, s.suppressed = now, 0
+	s.logMu.Unlock()
+	if n > 0 {
+		e = e.Int("suppressed", n)
+	}
+	e.Msg(msg)
+}
