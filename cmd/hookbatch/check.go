@@ -1,0 +1,43 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/hookbatch/hookbatch/config"
+)
+
+// check validates a config file, printing every problem with its YAML path
+// (and warnings), and returns 1 if there is any problem.
+func check(args []string, out io.Writer) int {
+	fset := flag.NewFlagSet("check", flag.ContinueOnError)
+	fset.SetOutput(out)
+	path := fset.String("config", "", "config file (required)")
+	if err := fset.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" {
+		fmt.Fprintln(out, "hookbatch check: -config FILE is required")
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	var cerr *config.Error
+	switch {
+	case errors.As(err, &cerr):
+		for _, p := range cerr.Problems {
+			fmt.Fprintln(out, p.String())
+		}
+		fmt.Fprintf(out, "%s: %d problem(s)\n", *path, len(cerr.Problems))
+		return 1
+	case err != nil:
+		fmt.Fprintln(out, err)
+		return 1
+	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(out, "warning: "+w.String())
+	}
+	fmt.Fprintf(out, "%s: ok (%d subscriber(s))\n", *path, len(cfg.Subscribers))
+	return 0
+}

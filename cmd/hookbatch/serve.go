@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hookbatch/hookbatch/config"
+	"github.com/hookbatch/hookbatch/relay"
+)
+
+// configPath picks the config file: the flag, else $HOOKBATCH_CONFIG, else
+// ./hookbatch.yaml when it exists; "" means built-in defaults.
+func configPath(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if env := os.Getenv("HOOKBATCH_CONFIG"); env != "" {
+		return env
+	}
+	if _, err := os.Stat("hookbatch.yaml"); err == nil {
+		return "hookbatch.yaml"
+	}
+	return ""
+}
+
+func loadConfig(path string) (config.Config, error) {
+	if path == "" {
+		cfg := config.Default()
+		if ps := cfg.Validate(); len(ps) > 0 {
+			return cfg, &config.Error{Problems: ps}
+		}
+		return cfg, nil
+	}
+	return config.Load(path)
+}
+
+func serve(args []string) int {
+	fset := flag.NewFlagSet("serve", flag.ContinueOnError)
+	cfgFlag := fset.String("config", "", "config file")
+	if err := fset.Parse(args); err != nil {
+		return 2
+	}
+	path := configPath(*cfgFlag)
+	cfg, err := loadConfig(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "hookbatch: invalid config %s:\n%v\n", path, err)
+		return 1
+	}
+	log := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+	log.Info().Str("version", version).Str("config_file", path).Interface("config", cfg.Redacted()).Msg("effective config")
+	for _, w := range cfg.Warnings() {
+		log.Warn().Str("path", w.Path).Msg(w.Msg)
+	}
+
+	r, err := relay.New(cfg, log, version)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot start")
+		return 1
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(stop)
+	if err := r.Start(); err != nil {
+		log.Error().Err(err).Msg("cannot start")
+		_ = r.Close(context.Background())
+		return 1
+	}
+	sig := <-stop
+	log.Info().Str("signal", sig.String()).Dur("shutdown_timeout", cfg.ShutdownTimeout).Msg("shutting down")
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := r.Close(ctx); err != nil && !errors.Is(err, fs.ErrClosed) {
+		log.Error().Err(err).Msg("shutdown")
+		return 1
+	}
+	log.Info().Msg("stopped")
+	return 0
+}
