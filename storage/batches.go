@@ -17,7 +17,7 @@ func (q *Queue) CreateBatch(b *Batch) error {
 	rec := b.marshal(nil)
 	last := b.Seqs[len(b.Seqs)-1]
 	o := &op{
-		bytes: int64(len(rec)+len(b.ID)+1+len(q.prefix)+8) + 2*entryOverhead + int64(len(b.Seqs))*(int64(len(q.prefix)+8)+entryOverhead),
+		bytes: entryCost(len(b.ID)+1, len(rec)) + entryCost(len(q.id)+1, 8) + int64(len(b.Seqs))*entryCost(len(q.prefix)+8, 0),
 		count: 2 + int64(len(b.Seqs)),
 	}
 	o.apply = func(txn *badger.Txn) error {
@@ -41,8 +41,13 @@ func (q *Queue) CreateBatch(b *Batch) error {
 // UpdateBatch stores b's delivery state (attempts, times, last outcome).
 func (s *Store) UpdateBatch(b *Batch) error {
 	rec := b.marshal(nil)
-	o := &op{bytes: int64(len(rec)+len(b.ID)+1) + entryOverhead, count: 1}
-	o.apply = func(txn *badger.Txn) error { return txn.Set(batchKey(b.ID), rec) }
+	o := &op{bytes: entryCost(len(b.ID)+1, len(rec)), count: 1}
+	o.apply = func(txn *badger.Txn) error {
+		if _, err := txn.Get(batchKey(b.ID)); err != nil {
+			return notFound(err) // finished meanwhile: never bring it back
+		}
+		return txn.Set(batchKey(b.ID), rec)
+	}
 	if err := s.w.do(o); err != nil {
 		return fmt.Errorf("cannot update batch %s: %w", b.ID, err)
 	}
@@ -52,10 +57,13 @@ func (s *Store) UpdateBatch(b *Batch) error {
 // Ack removes a delivered batch and releases its events.
 func (s *Store) Ack(b *Batch) error {
 	o := &op{
-		bytes: int64(len(b.ID)+1) + entryOverhead + int64(len(b.Seqs))*(2*9+2*entryOverhead),
+		bytes: entryCost(len(b.ID)+1, 0) + int64(len(b.Seqs))*2*entryCost(9, 8),
 		count: 1 + 2*int64(len(b.Seqs)),
 	}
 	o.apply = func(txn *badger.Txn) error {
+		if _, err := txn.Get(batchKey(b.ID)); err != nil {
+			return notFound(err) // acknowledged twice: release nothing twice
+		}
 		if err := txn.Delete(batchKey(b.ID)); err != nil {
 			return err
 		}
@@ -72,8 +80,11 @@ func (s *Store) Ack(b *Batch) error {
 // dead-letter store. Its events stay stored until it is replayed or dropped.
 func (s *Store) DeadLetter(b *Batch) error {
 	rec := b.marshal(nil)
-	o := &op{bytes: int64(len(rec)+2*len(b.ID)+2) + 2*entryOverhead, count: 2}
+	o := &op{bytes: entryCost(len(b.ID)+1, 0) + entryCost(len(b.ID)+1, len(rec)), count: 2}
 	o.apply = func(txn *badger.Txn) error {
+		if _, err := txn.Get(batchKey(b.ID)); err != nil {
+			return notFound(err)
+		}
 		if err := txn.Delete(batchKey(b.ID)); err != nil {
 			return err
 		}
@@ -96,7 +107,7 @@ func (s *Store) Replay(id string) (*Batch, error) {
 	b.Attempts, b.FirstAttempt, b.LastAttempt, b.NextAttempt, b.FailedAt = 0, 0, 0, 0, 0
 	b.LastStatus, b.LastError = 0, ""
 	rec := b.marshal(nil)
-	o := &op{bytes: int64(len(rec)+2*len(id)+2) + 2*entryOverhead, count: 2}
+	o := &op{bytes: entryCost(len(id)+1, 0) + entryCost(len(id)+1, len(rec)), count: 2}
 	o.apply = func(txn *badger.Txn) error {
 		if _, err := txn.Get(deadKey(id)); err != nil {
 			return notFound(err)
@@ -120,7 +131,7 @@ func (s *Store) DropDeadLetter(id string) error {
 		return err
 	}
 	o := &op{
-		bytes: int64(len(id)+1) + entryOverhead + int64(len(b.Seqs))*(2*9+2*entryOverhead),
+		bytes: entryCost(len(id)+1, 0) + int64(len(b.Seqs))*2*entryCost(9, 8),
 		count: 1 + 2*int64(len(b.Seqs)),
 	}
 	o.apply = func(txn *badger.Txn) error {
@@ -161,7 +172,7 @@ func (s *Store) DeadLetters(sub string, limit int) ([]*Batch, error) {
 // GetDeadLetter returns dead letter id, or ErrNotFound.
 func (s *Store) GetDeadLetter(id string) (*Batch, error) {
 	var b *Batch
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		var err error
 		b, err = getBatch(txn, deadKey(id))
 		return err
@@ -172,7 +183,7 @@ func (s *Store) GetDeadLetter(id string) (*Batch, error) {
 // ReadBatch calls fn with the stored record of each of b's events, in order.
 // rec is valid only during the call.
 func (s *Store) ReadBatch(b *Batch, fn func(seq uint64, rec []byte) error) error {
-	return s.db.View(func(txn *badger.Txn) error {
+	return s.view(func(txn *badger.Txn) error {
 		k := make([]byte, 0, 9)
 		for _, seq := range b.Seqs {
 			k = be.AppendUint64(append(k[:0], 'e'), seq)
@@ -189,7 +200,7 @@ func (s *Store) ReadBatch(b *Batch, fn func(seq uint64, rec []byte) error) error
 }
 
 func (s *Store) scan(kind byte, fn func(*Batch) bool) error {
-	return s.db.View(func(txn *badger.Txn) error {
+	return s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{kind}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -293,8 +304,11 @@ func (s *Store) Split(b *Batch) ([2]*Batch, error) {
 		}
 	}
 	r0, r1 := out[0].marshal(nil), out[1].marshal(nil)
-	o := &op{bytes: int64(len(r0)+len(r1)+3*len(b.ID)+10) + 3*entryOverhead, count: 3}
+	o := &op{bytes: entryCost(len(b.ID)+1, 0) + entryCost(len(b.ID)+3, len(r0)) + entryCost(len(b.ID)+3, len(r1)), count: 3}
 	o.apply = func(txn *badger.Txn) error {
+		if _, err := txn.Get(batchKey(b.ID)); err != nil {
+			return notFound(err)
+		}
 		if err := txn.Delete(batchKey(b.ID)); err != nil {
 			return err
 		}
@@ -319,7 +333,7 @@ func (s *Store) DeadLetterCounts() (map[string]int, error) {
 // SetPaused stores that subscriber sub is paused, and why; an empty reason
 // clears it.
 func (s *Store) SetPaused(sub, reason string) error {
-	o := &op{bytes: int64(len(sub)+len(reason)+1) + entryOverhead, count: 1}
+	o := &op{bytes: entryCost(len(sub)+1, len(reason)), count: 1}
 	o.apply = func(txn *badger.Txn) error {
 		if reason == "" {
 			return txn.Delete(pauseKey(sub))
@@ -332,7 +346,7 @@ func (s *Store) SetPaused(sub, reason string) error {
 // Paused returns the stored pause reason of every paused subscriber.
 func (s *Store) Paused() (map[string]string, error) {
 	out := make(map[string]string)
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte{'p'}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

@@ -31,7 +31,7 @@ func (s *Store) Queue(id string) (*Queue, error) {
 		return q, nil
 	}
 	q := &Queue{s: s, id: id, prefix: queuePrefix(id), notify: make(chan struct{}, 1)}
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		item, err := txn.Get(headKey(id))
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
@@ -103,7 +103,7 @@ func (q *Queue) Read(after uint64, max int, fn func(seq uint64, rec []byte) bool
 	if h := q.head.Load(); h > start {
 		start = h
 	}
-	err := q.s.db.View(func(txn *badger.Txn) error {
+	err := q.s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.prefix})
 		defer it.Close()
 		ek := make([]byte, 0, 9)
@@ -151,10 +151,10 @@ func (s *Store) Append(items []AppendItem, dup []bool) error {
 	var bytes, count int64
 	for i := range items {
 		it := &items[i]
-		bytes += int64(len(it.Record)+9+len(it.ID)+1) + 3*entryOverhead
+		bytes += entryCost(9, len(it.Record)) + entryCost(len(it.ID)+1, 0) + entryCost(9, 8)
 		count += 3 + int64(len(it.Queues))
 		for _, q := range it.Queues {
-			bytes += int64(len(q.prefix)+8) + entryOverhead
+			bytes += entryCost(len(q.prefix)+8, 0)
 		}
 	}
 	window := s.opts.DedupWindow
@@ -207,6 +207,9 @@ func (s *Store) Append(items []AppendItem, dup []bool) error {
 	}
 	return s.w.do(o)
 }
+
+// Wake signals Notify without new events, to make a reader look again.
+func (q *Queue) Wake() { q.signal() }
 
 func (q *Queue) signal() {
 	select {

@@ -28,10 +28,12 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/skl"
 	"github.com/rs/zerolog"
 )
 
@@ -53,10 +55,13 @@ type Options struct {
 	SyncWrites   bool
 	MaxDiskBytes int64         // 0: unlimited
 	DedupWindow  time.Duration // 0: no dedup
-	// MaxRequestBytes is the largest ingest body; the memtable is sized so
-	// that one such request fits in one transaction.
-	MaxRequestBytes int
-	Logger          zerolog.Logger
+	// MaxRequestBytes is the largest ingest body and MaxRequestEntries the
+	// most entries one request writes (events times 3 + subscribers); the
+	// memtable is sized so that such a request fits in one transaction, up
+	// to 256 MiB. A larger request gets ErrTooLarge.
+	MaxRequestBytes   int
+	MaxRequestEntries int
+	Logger            zerolog.Logger
 }
 
 // Store is the durable state of one relay. Its methods are safe for
@@ -73,6 +78,11 @@ type Store struct {
 
 	diskBytes atomic.Int64
 	full      atomic.Bool
+
+	// readMu lets Close wait for reads in progress; closed makes later
+	// reads fail with ErrClosed instead of reaching a closed Badger.
+	readMu sync.RWMutex
+	closed bool
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -92,10 +102,8 @@ func Open(opts Options) (*Store, error) {
 	// flushes and compactions (each allocates twice its table size), so
 	// both are kept small; the memtable only grows when one transaction
 	// (15% of it) could not hold the largest request.
-	memtable := int64(16 << 20)
-	for memtable < 256<<20 && memtable*15/100*8/10 < int64(opts.MaxRequestBytes)*3/2 {
-		memtable *= 2
-	}
+	memtable := memtableSize(opts)
+	vlogFile := max(int64(64<<20), 2*int64(opts.MaxRequestBytes))
 	bopts := badger.DefaultOptions(opts.Dir).
 		WithSyncWrites(opts.SyncWrites).
 		WithLogger(badgerLogger{opts.Logger}).
@@ -108,10 +116,10 @@ func Open(opts Options) (*Store, error) {
 		// backlog is not rewritten by LSM compactions, whose table builders
 		// held over 200 MB of heap for a 200 MB backlog (measured with
 		// TestBacklogStaysOnDisk); synced ingest was as fast either way.
-		WithValueThreshold(256).
+		WithValueThreshold(valueThreshold).
 		WithBlockCacheSize(0). // blocks are read from mmap: nothing is compressed
 		WithIndexCacheSize(16 << 20).
-		WithValueLogFileSize(64 << 20).
+		WithValueLogFileSize(vlogFile).
 		WithCompression(options.None).
 		WithDetectConflicts(false).
 		WithNumCompactors(2).
@@ -148,6 +156,9 @@ func (s *Store) Close() error {
 		s.w.close()
 		close(s.stop)
 		s.wg.Wait()
+		s.readMu.Lock()
+		s.closed = true
+		s.readMu.Unlock()
 		if err := s.db.Close(); err != nil {
 			s.closeErr = fmt.Errorf("cannot close badger: %w", err)
 		}
@@ -163,7 +174,7 @@ func (s *Store) Full() bool { return s.full.Load() }
 
 func (s *Store) loadSeq() (uint64, error) {
 	var seq uint64
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		item, err := txn.Get(seqKey)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
@@ -185,6 +196,39 @@ func (s *Store) loadSeq() (uint64, error) {
 	return seq, nil
 }
 
+// view runs fn in a read transaction, or fails with ErrClosed.
+func (s *Store) view(fn func(txn *badger.Txn) error) error {
+	s.readMu.RLock()
+	defer s.readMu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.db.View(fn)
+}
+
+// memtableSize is the smallest memtable (16 MiB and up, by powers of two,
+// at most 256 MiB) in which one request of the largest kind fits in one
+// transaction: Badger refuses a transaction of over 15% of a memtable in
+// bytes, or of that many bytes divided by a skiplist node in entries, and
+// the writer stays within 80% of both.
+func memtableSize(opts Options) int64 {
+	entries := int64(opts.MaxRequestEntries)
+	// Records under the value threshold live in the LSM tree: at most the
+	// whole body. Larger ones cost a pointer each.
+	needBytes := min(int64(opts.MaxRequestBytes), entries*valueThreshold)*3/2 + entries*32
+	memtable := int64(16 << 20)
+	for memtable < 256<<20 {
+		limit := memtable * 15 / 100 * 8 / 10
+		if limit >= needBytes && limit/int64(skl.MaxNodeSize) >= entries {
+			break
+		}
+		memtable *= 2
+	}
+	return memtable
+}
+
+// updateDiskUsage counts the blocks the data directory takes on disk (not
+// file sizes: Badger preallocates sparse files).
 func (s *Store) updateDiskUsage() {
 	var total int64
 	_ = filepath.WalkDir(s.opts.Dir, func(_ string, d fs.DirEntry, err error) error {
@@ -192,7 +236,7 @@ func (s *Store) updateDiskUsage() {
 			return nil
 		}
 		if info, err := d.Info(); err == nil {
-			total += info.Size()
+			total += diskSize(info)
 		}
 		return nil
 	})
@@ -246,3 +290,11 @@ func (b badgerLogger) Warningf(f string, a ...any) {
 }
 func (b badgerLogger) Infof(f string, a ...any) { b.l.Debug().Str("component", "badger").Msgf(f, a...) }
 func (b badgerLogger) Debugf(string, ...any)    {}
+
+// diskSize is the space a file takes on disk.
+func diskSize(info fs.FileInfo) int64 {
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return info.Size()
+}

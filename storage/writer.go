@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"errors"
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
@@ -12,9 +13,19 @@ import (
 // timer only made commits slower).
 const maxGroup = 256
 
-// entryOverhead is added to each entry's key and value length when sizing a
-// transaction, above Badger's own estimate (key+value+12).
-const entryOverhead = 40
+// valueThreshold is the record size from which Badger keeps a value in the
+// value log, leaving a 12-byte pointer in the LSM tree.
+const valueThreshold = 256
+
+// entryCost is what one entry adds to a transaction's size as Badger counts
+// it (key, value or value pointer, two meta bytes, an 8-byte version) plus
+// a margin.
+func entryCost(keyLen, valueLen int) int64 {
+	if valueLen >= valueThreshold {
+		valueLen = 12
+	}
+	return int64(keyLen+valueLen) + 16
+}
 
 // op is one caller's unit of work. It is applied inside a shared transaction
 // and answered with that transaction's outcome.
@@ -119,6 +130,12 @@ func (w *writer) commitGroup(group []*op) {
 			pending, bytes, count = pending[:0], 0, 0
 		}
 		if err := o.apply(txn); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				// Operations check what they need before they write
+				// anything: o left the transaction untouched.
+				o.errc <- err
+				continue
+			}
 			// The transaction may hold part of o: drop it whole and fail
 			// everything in it. Nothing of theirs was stored.
 			txn.Discard()

@@ -1,0 +1,180 @@
+package storage_test
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hookbatch/hookbatch/event"
+	"github.com/hookbatch/hookbatch/storage"
+)
+
+// benchRecord is the stored record of a ~300-byte event, the size
+// PERF-NOTES measured with.
+func benchRecord() []byte {
+	ev := event.Event{
+		ID:        []byte("evt_01KBJ5Z5QW4B8P3VXG2N7H6D9C"),
+		Type:      []byte("order.created"),
+		Timestamp: []byte("2026-12-03T10:00:00.123456789Z"),
+		Data:      []byte(`{"order_id":"ord_8812734","customer":"cus_1982","total":{"amount":12999,"currency":"EUR"},"items":[{"sku":"SKU-1","qty":2},{"sku":"SKU-7","qty":1}],"note":"` + strings.Repeat("n", 60) + `"}`),
+	}
+	return event.AppendRecord(nil, &ev, testRecv)
+}
+
+func benchOpen(b *testing.B, sync bool) (*storage.Store, *storage.Queue) {
+	b.Helper()
+	s := mustOpen(b, b.TempDir(), withDedup(24*time.Hour), func(o *storage.Options) { o.SyncWrites = sync })
+	return s, mustQueue(b, s, "q")
+}
+
+func syncName(sync bool) string {
+	if sync {
+		return "sync"
+	}
+	return "nosync"
+}
+
+// BenchmarkAppend appends requests of 1 and 100 events one at a time, each
+// event with its own dedup id, as the relay does with dedup on (the default).
+func BenchmarkAppend(b *testing.B) {
+	rec := benchRecord()
+	for _, sync := range []bool{false, true} {
+		for _, n := range []int{1, 100} {
+			b.Run(fmt.Sprintf("%s/events=%d", syncName(sync), n), func(b *testing.B) {
+				s, q := benchOpen(b, sync)
+				qs := []*storage.Queue{q}
+				items := make([]storage.AppendItem, n)
+				idBufs := make([][]byte, n)
+				dup := make([]bool, n)
+				var next uint64
+				b.ReportAllocs()
+				b.SetBytes(int64(n * len(rec)))
+				for b.Loop() {
+					for i := range items {
+						next++
+						idBufs[i] = strconv.AppendUint(idBufs[i][:0], next, 10)
+						items[i] = storage.AppendItem{Record: rec, ID: idBufs[i], Queues: qs}
+					}
+					if err := s.Append(items, dup); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+			})
+		}
+	}
+}
+
+// BenchmarkAppendParallel appends single-event requests from 16 goroutines
+// per CPU: with fsync, group commit makes one fsync cover many of them.
+func BenchmarkAppendParallel(b *testing.B) {
+	rec := benchRecord()
+	for _, sync := range []bool{false, true} {
+		b.Run(syncName(sync), func(b *testing.B) {
+			s, q := benchOpen(b, sync)
+			qs := []*storage.Queue{q}
+			var next atomic.Uint64
+			b.ReportAllocs()
+			b.SetBytes(int64(len(rec)))
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				items := make([]storage.AppendItem, 1)
+				var id []byte
+				dup := make([]bool, 1)
+				for pb.Next() {
+					id = strconv.AppendUint(id[:0], next.Add(1), 10)
+					items[0] = storage.AppendItem{Record: rec, ID: id, Queues: qs}
+					if err := s.Append(items, dup); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkQueueRead reads 100 queued events.
+func BenchmarkQueueRead(b *testing.B) {
+	rec := benchRecord()
+	s, q := benchOpen(b, false)
+	items := make([]storage.AppendItem, 100)
+	for i := range items {
+		items[i] = storage.AppendItem{Record: rec, Queues: []*storage.Queue{q}}
+	}
+	if err := s.Append(items, make([]bool, len(items))); err != nil {
+		b.Fatal(err)
+	}
+	var n, size int
+	fn := func(_ uint64, rec []byte) bool { n++; size += len(rec); return true }
+	b.ReportAllocs()
+	b.SetBytes(int64(100 * len(rec)))
+	for b.Loop() {
+		n, size = 0, 0
+		if err := q.Read(0, 100, fn); err != nil {
+			b.Fatal(err)
+		}
+		if n != 100 || size != 100*len(rec) {
+			b.Fatalf("read %d events, %d bytes", n, size)
+		}
+	}
+}
+
+// BenchmarkBatchCycle stores a batch of 100 queued events and acks it, the
+// storage work of one delivered batch.
+func BenchmarkBatchCycle(b *testing.B) {
+	rec := benchRecord()
+	for _, sync := range []bool{false, true} {
+		b.Run(syncName(sync), func(b *testing.B) {
+			s, q := benchOpen(b, sync)
+			items := make([]storage.AppendItem, 100)
+			for i := range items {
+				items[i] = storage.AppendItem{Record: rec, Queues: []*storage.Queue{q}}
+			}
+			dup := make([]bool, len(items))
+			var (
+				queued []uint64
+				cursor uint64
+				n      int
+			)
+			// refill queues 10000 events outside the timer and lists their
+			// sequence numbers.
+			refill := func() {
+				b.StopTimer()
+				for range 100 {
+					if err := s.Append(items, dup); err != nil {
+						b.Fatal(err)
+					}
+				}
+				queued = nil
+				if err := q.Read(cursor, 1<<30, func(seq uint64, _ []byte) bool {
+					queued = append(queued, seq)
+					return true
+				}); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			b.ReportAllocs()
+			b.SetBytes(int64(100 * len(rec)))
+			for b.Loop() {
+				if len(queued) < 100 {
+					refill()
+				}
+				batch := &storage.Batch{ID: "b" + strconv.Itoa(n), Subscriber: "q", Seqs: queued[:100:100], Created: 1}
+				queued = queued[100:]
+				cursor = batch.Seqs[99]
+				n++
+				if err := q.CreateBatch(batch); err != nil {
+					b.Fatal(err)
+				}
+				if err := s.Ack(batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,155 @@
+package storage_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hookbatch/hookbatch/event"
+	"github.com/hookbatch/hookbatch/storage"
+)
+
+// TestAppendRequestWithinLimitsFits stores requests that are within the
+// ingest limits (config defaults: max_body_bytes 1 MiB, max_events_per_request
+// 1000; maxima 64 MiB and 100000), built as relay/ingest.go builds them:
+// Options.MaxRequestBytes promises that one such request fits in one
+// transaction.
+func TestAppendRequestWithinLimitsFits(t *testing.T) {
+	f := func(name string, maxRequest, events, subscribers, dataBytes int) {
+		t.Helper()
+		t.Run(name, func(t *testing.T) {
+			t.Helper()
+			s := mustOpen(t, t.TempDir(), withDedup(time.Hour), func(o *storage.Options) {
+				o.MaxRequestBytes = maxRequest
+				o.MaxRequestEntries = events * (3 + subscribers) // as relay.New computes it
+			})
+			qs := make([]*storage.Queue, subscribers)
+			for i := range qs {
+				qs[i] = mustQueue(t, s, fmt.Sprintf("subscriber-%02d", i))
+			}
+			body := ingestBody(events, dataBytes)
+			if len(body) > maxRequest {
+				t.Fatalf("test body of %d bytes is over the %d-byte limit", len(body), maxRequest)
+			}
+			items := ingestItems(t, body, qs)
+			if err := s.Append(items, make([]bool, len(items))); err != nil {
+				t.Fatalf("Append of a %d-byte body of %d events to %d subscribers (MaxRequestBytes %d): %v",
+					len(body), len(items), subscribers, maxRequest, err)
+			}
+			for _, q := range qs {
+				checkDepth(t, q, int64(len(items)))
+			}
+		})
+	}
+	// Default limits: 1000 small events (a 33 KB body) that every one of 20
+	// subscribers takes.
+	f("default limits, 20 subscribers", 1<<20, 1000, 20, 1)
+	// A 1 MiB body of small events, with max_events_per_request raised.
+	f("1 MiB of small events", 1<<20, 40000, 1, 1)
+	// The largest body the config allows, as one event.
+	f("one 40 MiB event", 64<<20, 1, 1, 40<<20)
+}
+
+// ingestBody is a JSON array of n events whose data is a string of
+// dataBytes-2 bytes (a number when that is under 1).
+func ingestBody(n, dataBytes int) []byte {
+	data := "0"
+	if dataBytes > 2 {
+		data = `"` + strings.Repeat("x", dataBytes-2) + `"`
+	}
+	var b strings.Builder
+	b.WriteByte('[')
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`{"type":"t","data":` + data + `}`)
+	}
+	b.WriteByte(']')
+	return []byte(b.String())
+}
+
+// ingestItems parses body and builds its AppendItems the way
+// relay/ingest.go does: a generated id and the receive time are filled in,
+// and the id is the dedup key.
+func ingestItems(tb testing.TB, body []byte, qs []*storage.Queue) []storage.AppendItem {
+	tb.Helper()
+	evs, err := event.Parse(nil, body, 100000)
+	if err != nil {
+		tb.Fatalf("Parse: %v", err)
+	}
+	now := time.Now()
+	ts := now.UTC().AppendFormat(nil, time.RFC3339Nano)
+	items := make([]storage.AppendItem, len(evs))
+	for i := range evs {
+		evs[i].ID = event.AppendID(nil, "evt_", now)
+		evs[i].Timestamp = ts
+		items[i] = storage.AppendItem{Record: event.AppendRecord(nil, &evs[i], now.UnixNano()), ID: evs[i].ID, Queues: qs}
+	}
+	return items
+}
+
+// TestDiskQuotaCountsStoredData opens an empty store with a 32 MiB quota:
+// it must accept events until about that much is stored, then refuse.
+func TestDiskQuotaCountsStoredData(t *testing.T) {
+	const quota = 32 << 20
+	s := mustOpen(t, t.TempDir(), func(o *storage.Options) { o.MaxDiskBytes = quota })
+	q := mustQueue(t, s, "q")
+	if s.Full() {
+		t.Fatalf("an empty store is full with a %d-byte quota: DiskBytes = %d", quota, s.DiskBytes())
+	}
+	if err := s.Append([]storage.AppendItem{ev("first", q)}, make([]bool, 1)); err != nil {
+		t.Fatalf("first Append into an empty store with a %d-byte quota: %v (DiskBytes %d)", quota, err, s.DiskBytes())
+	}
+	data := `"` + strings.Repeat("x", 512<<10) + `"`
+	stored := 0
+	eventually(t, 20*time.Second, "ErrFull after writing past the quota", func() bool {
+		err := s.Append([]storage.AppendItem{item(fmt.Sprint(stored), data, q)}, make([]bool, 1))
+		if errors.Is(err, storage.ErrFull) {
+			return true
+		}
+		if err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+		stored += len(data)
+		return false
+	})
+	if stored < quota/4 {
+		t.Fatalf("ErrFull after only %d bytes of events under a %d-byte quota (DiskBytes %d)", stored, quota, s.DiskBytes())
+	}
+}
+
+// TestClosedReads checks that reads after Close fail with ErrClosed, as its
+// doc says of every operation (relay/admin.go answers 503 on it).
+func TestClosedReads(t *testing.T) {
+	s := mustOpen(t, t.TempDir())
+	q := mustQueue(t, s, "q")
+	mustAppend(t, s, ev("a", q), ev("b", q))
+	b := mustBatch(t, q, "b1", 1)
+	mustClose(t, s)
+	f := func(name string, err error) {
+		t.Helper()
+		if !errors.Is(err, storage.ErrClosed) {
+			t.Errorf("%s after Close: got %v, want ErrClosed", name, err)
+		}
+	}
+	f("Read", q.Read(0, 10, func(uint64, []byte) bool { return true }))
+	f("ReadBatch", s.ReadBatch(b, func(uint64, []byte) error { return nil }))
+	_, err := s.Batches()
+	f("Batches", err)
+	_, err = s.DeadLetters("", 0)
+	f("DeadLetters", err)
+	_, err = s.DeadLetterCounts()
+	f("DeadLetterCounts", err)
+	_, err = s.GetDeadLetter("b1")
+	f("GetDeadLetter", err)
+	_, err = s.Replay("b1")
+	f("Replay", err)
+	f("DropDeadLetter", s.DropDeadLetter("b1"))
+	_, err = s.Paused()
+	f("Paused", err)
+	_, err = s.Queue("new")
+	f("Queue of a new subscriber", err)
+}
