@@ -39,6 +39,7 @@ type subscriberView struct {
 	Circuit           string  `json:"circuit"`
 	Paused            bool    `json:"paused"`
 	PauseReason       string  `json:"pause_reason,omitempty"`
+	Draining          bool    `json:"draining,omitempty"`
 	DeadLetterBatches int64   `json:"dead_letter_batches"`
 }
 
@@ -124,13 +125,14 @@ func (r *Relay) admin(ctx *fasthttp.RequestCtx, p []string) (any, *httpError) {
 		if e := want("GET"); e != nil {
 			return nil, e
 		}
-		out := make([]subscriberView, 0, len(r.subs))
-		for _, s := range r.subs {
+		subs := r.subscribers()
+		out := make([]subscriberView, 0, len(subs))
+		for _, s := range subs {
 			out = append(out, s.view())
 		}
 		return out, nil
 	case p[1] == "subscribers" && len(p) >= 3:
-		s := r.byID[p[2]]
+		s := r.subscriber(p[2])
 		if s == nil {
 			return nil, errorf(fasthttp.StatusNotFound, "unknown subscriber")
 		}
@@ -185,7 +187,7 @@ func (r *Relay) admin(ctx *fasthttp.RequestCtx, p []string) (any, *httpError) {
 			limit = n
 		}
 		sub := string(args.Peek("subscriber"))
-		if sub != "" && r.byID[sub] == nil {
+		if sub != "" && r.subscriber(sub) == nil {
 			return nil, errorf(fasthttp.StatusNotFound, "unknown subscriber")
 		}
 		dls, err := r.store.DeadLetters(sub, limit)
@@ -220,7 +222,7 @@ func (r *Relay) admin(ctx *fasthttp.RequestCtx, p []string) (any, *httpError) {
 		if err != nil {
 			return nil, r.adminStoreError(err)
 		}
-		if s := r.byID[b.Subscriber]; s != nil {
+		if s := r.subscriber(b.Subscriber); s != nil {
 			s.dead.Add(-1)
 		}
 		return map[string]any{"deleted": p[2]}, nil
@@ -234,7 +236,7 @@ func (r *Relay) replay(id string) error {
 	if err != nil {
 		return err
 	}
-	s := r.byID[dl.Subscriber]
+	s := r.subscriber(dl.Subscriber)
 	if s == nil {
 		return errors.New("its subscriber is no longer configured")
 	}
@@ -244,16 +246,13 @@ func (r *Relay) replay(id string) error {
 	}
 	s.dead.Add(-1)
 	r.deliver.Add(1)
+	s.active.Add(1)
 	go func() {
 		defer r.deliver.Done()
+		defer s.active.Done()
 		// A stored batch is delivered after a restart if shutdown comes first.
 		if s.acquire() {
-			r.deliver.Add(1)
-			go func() {
-				defer r.deliver.Done()
-				defer func() { <-s.window }()
-				s.deliver(b, nil)
-			}()
+			s.dispatch(b, nil) // its goroutine returns the token
 		}
 	}()
 	return nil
@@ -291,6 +290,7 @@ func (s *subscriber) view() subscriberView {
 		Circuit:           s.host.circuit().String(),
 		Paused:            paused,
 		PauseReason:       reason,
+		Draining:          s.draining.Load(),
 		DeadLetterBatches: s.dead.Load(),
 	}
 }

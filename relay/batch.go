@@ -92,7 +92,7 @@ func (s *subscriber) deliver(b *storage.Batch, held *heldBody) {
 		if err := s.r.store.UpdateBatch(b); err != nil && !errors.Is(err, storage.ErrClosed) {
 			s.logFailure(s.log.Error().Err(err).Str("batch_id", b.ID), "cannot store delivery state")
 		}
-		if s.r.life.Err() != nil {
+		if s.life.Err() != nil {
 			return // shutting down: the batch is stored; it is retried after a restart
 		}
 	}
@@ -157,7 +157,7 @@ func (s *subscriber) split(b *storage.Batch) {
 	}
 	s.log.Info().Str("batch_id", b.ID).Int("events", len(b.Seqs)).Msg("subscriber answered 413: batch split in two")
 	for _, h := range halves {
-		if s.r.life.Err() != nil {
+		if s.life.Err() != nil {
 			return
 		}
 		s.deliver(h, nil)
@@ -175,7 +175,7 @@ func (s *subscriber) waitActive() bool {
 	select {
 	case <-ch:
 		return true
-	case <-s.r.life.Done():
+	case <-s.life.Done():
 		return false
 	}
 }

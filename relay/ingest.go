@@ -22,7 +22,8 @@ type ingestScratch struct {
 	recs   []byte // stored records, back to back
 	ends   []int  // end offset in recs of each routed event's record
 	queues []*storage.Queue
-	qends  []int // end offset in queues of each routed event's destinations
+	dests  []*subscriber // the subscriber of each entry of queues
+	qends  []int         // end offset in queues of each routed event's destinations
 	items  []storage.AppendItem
 	dup    []bool
 	routed []int // index into events of each item
@@ -105,13 +106,14 @@ var (
 // at all.
 func (r *Relay) ingest(ctx *fasthttp.RequestCtx, now time.Time) *httpError {
 	var target *subscriber
+	rt := r.routes.Load()
 	path := ctx.Path()
 	switch {
 	case bytes.Equal(path, pathEvents):
 	case bytes.HasPrefix(path, pathSubsPrefix) && bytes.HasSuffix(path, pathSubsSuffix) &&
 		len(path) > len(pathSubsPrefix)+len(pathSubsSuffix):
 		id := path[len(pathSubsPrefix) : len(path)-len(pathSubsSuffix)]
-		if target = r.byID[string(id)]; target == nil {
+		if target = rt.byID[string(id)]; target == nil {
 			return errorf(fasthttp.StatusNotFound, "unknown subscriber")
 		}
 	default:
@@ -180,17 +182,19 @@ func (r *Relay) ingest(ctx *fasthttp.RequestCtx, now time.Time) *httpError {
 		}
 	}
 	sc.recs, sc.ends = sc.recs[:0], sc.ends[:0]
-	sc.queues, sc.qends = sc.queues[:0], sc.qends[:0]
+	sc.queues, sc.dests, sc.qends = sc.queues[:0], sc.dests[:0], sc.qends[:0]
 	sc.routed = sc.routed[:0]
 	for i := range events {
 		ev := &events[i]
 		if target != nil {
 			sc.queues = append(sc.queues, target.q)
+			sc.dests = append(sc.dests, target)
 		} else {
 			n := len(sc.queues)
-			for _, s := range r.subs {
+			for _, s := range rt.list {
 				if s.matches(ev.Type) {
 					sc.queues = append(sc.queues, s.q)
+					sc.dests = append(sc.dests, s)
 				}
 			}
 			if len(sc.queues) == n {
@@ -225,15 +229,17 @@ func (r *Relay) ingest(ctx *fasthttp.RequestCtx, now time.Time) *httpError {
 	}
 
 	accepted, dups := 0, 0
+	qStart = 0
 	for j, d := range sc.dup {
-		if d {
+		if !d {
+			accepted++
+			for _, s := range sc.dests[qStart:sc.qends[j]] {
+				s.metrics.accepted.Inc()
+			}
+		} else {
 			dups++
-			continue
 		}
-		accepted++
-		for _, q := range sc.items[j].Queues {
-			r.byID[q.ID()].metrics.accepted.Inc()
-		}
+		qStart = sc.qends[j]
 	}
 	r.metrics.duplicates.Add(dups)
 	sc.out = appendAccepted(sc.out[:0], events, accepted, dups, len(events)-len(sc.routed))
@@ -242,6 +248,7 @@ func (r *Relay) ingest(ctx *fasthttp.RequestCtx, now time.Time) *httpError {
 	ctx.SetBody(sc.out)
 	clear(sc.items) // drop references to this request's memory
 	clear(sc.events)
+	clear(sc.dests)
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,9 +28,16 @@ type Relay struct {
 	log     zerolog.Logger
 	version string
 
-	store   *storage.Store
+	store *storage.Store
+
+	// routes is what ingest routes to: an immutable snapshot, replaced whole
+	// by Reload. subs and byID also hold subscribers draining after their
+	// removal; they change only under subsMu.
+	routes  atomic.Pointer[routes]
+	subsMu  sync.RWMutex
 	subs    []*subscriber
 	byID    map[string]*subscriber
+	reload  sync.Mutex // one Reload at a time
 	metrics *relayMetrics
 	out     *outbound
 	guard   *guard
@@ -64,7 +72,10 @@ func New(cfg config.Config, log zerolog.Logger, version string) (*Relay, error) 
 		MaxDiskBytes:    int64(cfg.Storage.MaxDiskBytes),
 		DedupWindow:     cfg.Ingest.DedupWindow,
 		MaxRequestBytes: int(cfg.Ingest.MaxBodyBytes),
-		Logger:          log,
+		// Each event writes its record, a dedup key, a reference count
+		// and one queue entry per subscriber.
+		MaxRequestEntries: cfg.Ingest.MaxEventsPerRequest * (3 + len(cfg.Subscribers)),
+		Logger:            log,
 	})
 	if err != nil {
 		return nil, err
@@ -89,6 +100,38 @@ func New(cfg config.Config, log zerolog.Logger, version string) (*Relay, error) 
 	return r, nil
 }
 
+// routes is the set of subscribers ingest routes events to.
+type routes struct {
+	list []*subscriber
+	byID map[string]*subscriber
+}
+
+// publishLocked makes the active (not draining) subscribers ingest's routes.
+func (r *Relay) publishLocked() {
+	rt := &routes{byID: make(map[string]*subscriber, len(r.subs))}
+	for _, s := range r.subs {
+		if !s.draining.Load() {
+			rt.list = append(rt.list, s)
+			rt.byID[s.cfg.ID] = s
+		}
+	}
+	r.routes.Store(rt)
+}
+
+// subscriber returns the subscriber id, active or draining, or nil.
+func (r *Relay) subscriber(id string) *subscriber {
+	r.subsMu.RLock()
+	defer r.subsMu.RUnlock()
+	return r.byID[id]
+}
+
+// subscribers returns every subscriber, active or draining.
+func (r *Relay) subscribers() []*subscriber {
+	r.subsMu.RLock()
+	defer r.subsMu.RUnlock()
+	return slices.Clone(r.subs)
+}
+
 func (r *Relay) addSubscribers() error {
 	paused, err := r.store.Paused()
 	if err != nil {
@@ -110,6 +153,7 @@ func (r *Relay) addSubscribers() error {
 		r.subs = append(r.subs, s)
 		r.byID[s.cfg.ID] = s
 	}
+	r.publishLocked()
 	return nil
 }
 
@@ -148,8 +192,7 @@ func (r *Relay) Start() error {
 		recovered[b.Subscriber] = append(recovered[b.Subscriber], b)
 	}
 	for _, s := range r.subs {
-		r.loops.Add(1)
-		go s.run(recovered[s.cfg.ID])
+		s.start(recovered[s.cfg.ID])
 	}
 	r.servers.Add(2)
 	go r.serve(r.ingestSrv, r.ingestLn)

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -30,6 +31,14 @@ type subscriber struct {
 	// or dead-lettered): it bounds the batches, and so the memory, of one
 	// subscriber. ordered subscribers have a window of one.
 	window chan struct{}
+
+	// life ends when the subscriber stops: at shutdown, or when a reload
+	// replaces it. active counts its loop and deliveries.
+	life      context.Context
+	stop      context.CancelFunc
+	active    sync.WaitGroup
+	draining  atomic.Bool // removed by a reload: delivers its backlog, takes no new events
+	drainFrom time.Time   // set before draining
 
 	inflight atomic.Int64 // requests in flight
 	dead     atomic.Int64 // dead letters stored
@@ -76,14 +85,23 @@ func newSubscriber(r *Relay, cfg config.Subscriber) (*subscriber, error) {
 		window:  make(chan struct{}, window),
 		pending: make(map[string]int64),
 	}
+	s.life, s.stop = context.WithCancel(r.life)
 	s.metrics = newSubMetrics(r.metrics, s)
 	return s, nil
+}
+
+// start runs the subscriber's loop; recovered are its stored batches.
+func (s *subscriber) start(recovered []*storage.Batch) {
+	s.r.loops.Add(1)
+	s.active.Add(1)
+	go s.run(recovered)
 }
 
 // run is the subscriber's batching loop: it delivers the batches recovered
 // from storage first, then forms new ones from the queue until shutdown.
 func (s *subscriber) run(recovered []*storage.Batch) {
 	defer s.r.loops.Done()
+	defer s.active.Done()
 	slices.SortFunc(recovered, func(a, b *storage.Batch) int {
 		switch {
 		case a.Seqs[0] < b.Seqs[0]:
@@ -122,12 +140,19 @@ func (s *subscriber) run(recovered []*storage.Batch) {
 	}
 }
 
+// drained reports whether a removed subscriber has nothing left to batch.
+// It waits a moment after the removal for ingest requests that were
+// already routed to it.
+func (s *subscriber) drained() bool {
+	return s.draining.Load() && time.Since(s.drainFrom) > time.Second
+}
+
 // acquire takes a window token, or reports false at shutdown.
 func (s *subscriber) acquire() bool {
 	select {
 	case s.window <- struct{}{}:
 		return true
-	case <-s.r.life.Done():
+	case <-s.life.Done():
 		return false
 	}
 }
@@ -153,12 +178,21 @@ func (s *subscriber) fill(cursor *uint64, timer *time.Timer) batcher.Reason {
 			}
 			timer.Reset(d)
 		}
+		if s.b.Len() == 0 && s.draining.Load() {
+			if s.drained() {
+				return batcher.None
+			}
+			timer.Reset(250 * time.Millisecond) // look again when the grace period is over
+		}
 		select {
 		case <-s.q.Notify():
 			timer.Stop()
 		case <-timer.C:
+			if s.b.Len() == 0 {
+				continue
+			}
 			return batcher.Wait
-		case <-s.r.life.Done():
+		case <-s.life.Done():
 			timer.Stop()
 			return s.shutdownReason()
 		}
@@ -225,8 +259,10 @@ func (s *subscriber) flush(reason batcher.Reason) bool {
 // when b is finished. held may be nil: the body is then read from storage.
 func (s *subscriber) dispatch(b *storage.Batch, held *heldBody) {
 	s.r.deliver.Add(1)
+	s.active.Add(1)
 	go func() {
 		defer s.r.deliver.Done()
+		defer s.active.Done()
 		defer func() { <-s.window }()
 		s.deliver(b, held)
 	}()
@@ -239,7 +275,7 @@ func (s *subscriber) pauseFor(d time.Duration) bool {
 	select {
 	case <-t.C:
 		return true
-	case <-s.r.life.Done():
+	case <-s.life.Done():
 		return false
 	}
 }

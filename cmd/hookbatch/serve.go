@@ -12,6 +12,7 @@ import (
 
 	"github.com/hookbatch/hookbatch/config"
 	"github.com/hookbatch/hookbatch/relay"
+	"github.com/rs/zerolog"
 )
 
 // configPath picks the config file: the flag, else $HOOKBATCH_CONFIG, else
@@ -40,6 +41,23 @@ func loadConfig(path string) (config.Config, error) {
 	return config.Load(path)
 }
 
+// reload re-reads the config file on SIGHUP; a bad file is rejected with
+// its problems and the running config stays.
+func reload(r *relay.Relay, path string, log zerolog.Logger) {
+	if path == "" {
+		log.Warn().Msg("SIGHUP: no config file to reload (running on built-in defaults)")
+		return
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		log.Error().Str("config_file", path).Str("problems", err.Error()).Msg("SIGHUP: config rejected; the running config stays")
+		return
+	}
+	if err := r.Reload(cfg); err != nil {
+		log.Error().Err(err).Msg("SIGHUP: reload failed; the running config stays")
+	}
+}
+
 func serve(args []string) int {
 	fset := flag.NewFlagSet("serve", flag.ContinueOnError)
 	cfgFlag := fset.String("config", "", "config file")
@@ -66,12 +84,22 @@ func serve(args []string) int {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(stop)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	if err := r.Start(); err != nil {
 		log.Error().Err(err).Msg("cannot start")
 		_ = r.Close(context.Background())
 		return 1
 	}
-	sig := <-stop
+	var sig os.Signal
+	for sig == nil {
+		select {
+		case sig = <-stop:
+		case <-hup:
+			reload(r, path, log)
+		}
+	}
 	log.Info().Str("signal", sig.String()).Dur("shutdown_timeout", cfg.ShutdownTimeout).Msg("shutting down")
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()

@@ -1,0 +1,136 @@
+package relay
+
+import (
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/hookbatch/hookbatch/config"
+	"github.com/hookbatch/hookbatch/storage"
+)
+
+// Reload applies the subscribers of cfg without a restart and without
+// losing queued events:
+//   - a new subscriber starts receiving events at once;
+//   - a changed one is stopped (its in-flight attempts finish) and started
+//     again with the new settings, keeping its queue and stored batches;
+//   - a removed one takes no new events but drains: it keeps delivering its
+//     queued events with its last settings and disappears once empty.
+//
+// Other keys need a restart; Reload logs which ones changed and keeps the
+// running values. On error nothing changes.
+func (r *Relay) Reload(cfg config.Config) error {
+	r.reload.Lock()
+	defer r.reload.Unlock()
+
+	old, next := r.cfg, cfg
+	old.Subscribers, next.Subscribers = nil, nil
+	if !reflect.DeepEqual(old, next) {
+		r.log.Warn().Msg("reload: only subscribers are reloaded; other changed settings need a restart")
+	}
+
+	current := r.subscribers()
+	byID := make(map[string]*subscriber, len(current))
+	for _, s := range current {
+		byID[s.cfg.ID] = s
+	}
+	var fresh, replaced []*subscriber
+	keep := make(map[string]bool)
+	for _, sc := range cfg.Subscribers {
+		if s := byID[sc.ID]; s != nil && !s.draining.Load() && reflect.DeepEqual(s.cfg, sc) {
+			keep[sc.ID] = true
+			continue
+		}
+		s, err := newSubscriber(r, sc)
+		if err != nil {
+			return err
+		}
+		fresh = append(fresh, s)
+		if old := byID[sc.ID]; old != nil {
+			replaced = append(replaced, old)
+		}
+	}
+	newIDs := make(map[string]bool, len(cfg.Subscribers))
+	for _, sc := range cfg.Subscribers {
+		newIDs[sc.ID] = true
+	}
+
+	// Removed subscribers drain: no new events from here on.
+	r.subsMu.Lock()
+	for _, s := range r.subs {
+		if !newIDs[s.cfg.ID] && !s.draining.Load() {
+			s.drainFrom = time.Now()
+			s.draining.Store(true)
+			s.q.Wake() // its loop may be waiting for events that will not come
+			r.log.Info().Str("subscriber", s.cfg.ID).Int64("queued_events", s.q.Depth()).
+				Msg("reload: subscriber removed; delivering its queued events, then it goes")
+			go r.retire(s)
+		}
+	}
+	r.publishLocked()
+	r.subsMu.Unlock()
+
+	// Changed subscribers stop before their replacements start, so no batch
+	// is ever delivered by both.
+	for _, s := range replaced {
+		s.stop()
+		s.active.Wait()
+	}
+	pending, err := r.store.Batches()
+	if err != nil {
+		return err
+	}
+	r.subsMu.Lock()
+	for _, s := range fresh {
+		if i := slices.IndexFunc(r.subs, func(o *subscriber) bool { return o.cfg.ID == s.cfg.ID }); i >= 0 {
+			r.subs[i] = s
+		} else {
+			r.subs = append(r.subs, s)
+		}
+		r.byID[s.cfg.ID] = s
+		if paused, ok := r.pausedReason(s.cfg.ID); ok {
+			s.setPausedLocked(paused)
+		}
+		var mine []*storage.Batch
+		for _, b := range pending {
+			if b.Subscriber == s.cfg.ID {
+				mine = append(mine, b)
+			}
+		}
+		s.start(mine)
+		r.log.Info().Str("subscriber", s.cfg.ID).Int("recovered_batches", len(mine)).Msg("reload: subscriber started")
+	}
+	r.publishLocked()
+	r.cfg.Subscribers = cfg.Subscribers
+	r.subsMu.Unlock()
+	r.log.Info().Int("subscribers", len(cfg.Subscribers)).Int("started", len(fresh)).Int("unchanged", len(keep)).Msg("reload done")
+	return nil
+}
+
+// retire waits until a removed subscriber has drained, then forgets it
+// (unless a reload brought it back meanwhile).
+func (r *Relay) retire(s *subscriber) {
+	s.active.Wait()
+	r.subsMu.Lock()
+	defer r.subsMu.Unlock()
+	if r.byID[s.cfg.ID] != s {
+		return
+	}
+	r.subs = slices.DeleteFunc(r.subs, func(o *subscriber) bool { return o == s })
+	delete(r.byID, s.cfg.ID)
+	if n := s.q.Depth(); n > 0 {
+		r.log.Warn().Str("subscriber", s.cfg.ID).Int64("queued_events", n).
+			Msg("removed subscriber stopped with events left on disk; configure it again to deliver them")
+		return
+	}
+	r.log.Info().Str("subscriber", s.cfg.ID).Msg("removed subscriber drained")
+}
+
+func (r *Relay) pausedReason(id string) (string, bool) {
+	paused, err := r.store.Paused()
+	if err != nil {
+		return "", false
+	}
+	reason, ok := paused[id]
+	return reason, ok
+}
