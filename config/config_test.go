@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -855,5 +856,20 @@ func TestProblemAndError(t *testing.T) {
 	e := &Error{Problems: []Problem{p, {Path: "(root)", Msg: "must be a mapping"}}}
 	if got := e.Error(); got != "subscribers[2].url: is required\n(root): must be a mapping" {
 		t.Fatalf("Error.Error() = %q", got)
+	}
+}
+
+func TestFieldsUseYAMLNamesAndHideSecrets(t *testing.T) {
+	c := Default()
+	c.Admin.Token = "admin-token-0123456789"
+	c.Subscribers = []Subscriber{{ID: "a", URL: "http://h/x", Secret: "whsec_c2VjcmV0c2VjcmV0", Batch: DefaultBatch}}
+	f := c.Fields()
+	if f["shutdown_timeout"] != "30s" || f["listen"] != "127.0.0.1:8080" {
+		t.Fatalf("fields %v", f)
+	}
+	b, _ := json.Marshal(f)
+	s := string(b)
+	if strings.Contains(s, "admin-token-0123456789") || strings.Contains(s, "c2VjcmV0c2VjcmV0") {
+		t.Fatalf("a secret shows in %s", s)
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"go.yaml.in/yaml/v3"
 	"maps"
 	"net/url"
 	"slices"
@@ -91,4 +92,18 @@ func isSensitiveName(name string) bool {
 		}
 	}
 	return false
+}
+
+// Fields returns the secret-free config keyed by its YAML names, for the
+// startup log line.
+func (c Config) Fields() map[string]any {
+	out := map[string]any{}
+	b, err := yaml.Marshal(c.Redacted())
+	if err == nil {
+		err = yaml.Unmarshal(b, &out)
+	}
+	if err != nil {
+		return map[string]any{"error": "cannot show config: " + err.Error()}
+	}
+	return out
 }

@@ -71,7 +71,7 @@ func serve(args []string) int {
 		return 1
 	}
 	log := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
-	log.Info().Str("version", version).Str("config_file", path).Interface("config", cfg.Redacted()).Msg("effective config")
+	log.Info().Str("version", version).Str("config_file", path).Interface("config", cfg.Fields()).Msg("effective config")
 	for _, w := range cfg.Warnings() {
 		log.Warn().Str("path", w.Path).Msg(w.Msg)
 	}
