@@ -153,16 +153,18 @@ func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res re
 	if ok, wait := s.host.allow(time.Now(), cb.OpenDuration); !ok {
 		return result{}, false, wait
 	}
-	o.global <- struct{}{}
+	// The host's slot first: a batch waiting for a slow host must not hold
+	// one of the global slots other hosts need.
 	s.host.sem <- struct{}{}
+	o.global <- struct{}{}
 	b.Attempts++
 	s.inflight.Add(1)
 	o.r.metrics.hostInflight(s.host.addr, 1)
 	defer func() {
 		o.r.metrics.hostInflight(s.host.addr, -1)
 		s.inflight.Add(-1)
-		<-s.host.sem
 		<-o.global
+		<-s.host.sem
 	}()
 
 	req := fasthttp.AcquireRequest()
