@@ -1,0 +1,392 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	testsink "github.com/hookbatch/hookbatch/sink"
+	"github.com/hookbatch/hookbatch/storage"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+)
+
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// relayProc is a `hookbatch serve` running in a subprocess.
+type relayProc struct {
+	cmd    *exec.Cmd
+	ingest string
+	admin  string
+	exited chan error
+	mu     sync.Mutex
+	log    *strings.Builder
+}
+
+// logged reports whether the subprocess's log has a line containing s.
+func (p *relayProc) logged(s string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Contains(p.log.String(), s)
+}
+
+func (p *relayProc) logText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// startServe runs `hookbatch serve -config cfgPath` in a subprocess and
+// waits until it listens.
+func startServe(t *testing.T, cfgPath string) *relayProc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "HOOKBATCH_TEST_ARGS=serve -config "+cfgPath)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &relayProc{cmd: cmd, exited: make(chan error, 1), log: new(strings.Builder)}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.log.WriteString(line + "\n")
+			p.mu.Unlock()
+			var m struct {
+				Message     string `json:"message"`
+				Listen      string `json:"listen"`
+				AdminListen string `json:"admin_listen"`
+			}
+			if json.Unmarshal([]byte(line), &m) == nil && m.Message == "hookbatch started" {
+				p.ingest, p.admin = m.Listen, m.AdminListen
+				close(ready)
+			}
+		}
+		p.exited <- cmd.Wait()
+	}()
+	select {
+	case <-ready:
+	case err := <-p.exited:
+		t.Fatalf("hookbatch serve exited before listening: %v\n%s", err, p.logText())
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("hookbatch serve did not start\n%s", p.logText())
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	return p
+}
+
+func (p *relayProc) signal(t *testing.T, sig syscall.Signal) error {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.exited:
+		return err
+	case <-time.After(60 * time.Second):
+		t.Fatalf("hookbatch serve did not exit on %v", sig)
+		return nil
+	}
+}
+
+// writeConfig writes a relay config on loopback ports with dir as data_dir
+// and one subscriber, s1, at url.
+func writeConfig(t *testing.T, dir, url string) string {
+	t.Helper()
+	return writeConfigSubs(t, dir, fmt.Sprintf(`  - id: s1
+    url: %s
+    secret: %s
+    batch: { max_events: 50, max_wait: 100ms }
+`, url, testSecret))
+}
+
+// writeConfigSubs writes the config with the given subscribers block.
+func writeConfigSubs(t *testing.T, dir, subs string) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:0
+data_dir: %s
+shutdown_timeout: 20s
+storage: { sync_writes: true }
+delivery:
+  allow_private_networks: true
+  timeout: 5s
+  retry: { initial_backoff: 50ms, max_backoff: 500ms }
+  circuit_breaker: { open_duration: 200ms }
+subscribers:
+%s`, filepath.Join(dir, "data"), subs)
+	path := filepath.Join(dir, "hookbatch.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// load posts arrays of 10 events from 4 producers until stop is closed and
+// returns the ids the relay acknowledged with 202.
+func load(url string, stop <-chan struct{}) func() []string {
+	var mu sync.Mutex
+	var acked []string
+	var wg sync.WaitGroup
+	c := &fasthttp.Client{ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	for p := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				parts := make([]string, 10)
+				for k := range parts {
+					parts[k] = fmt.Sprintf(`{"type":"t","data":{"p":%d,"i":%d,"k":%d}}`, p, i, k)
+				}
+				req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+				req.Header.SetMethod("POST")
+				req.SetRequestURI(url)
+				req.Header.SetContentType("application/json")
+				req.SetBodyString("[" + strings.Join(parts, ",") + "]")
+				err := c.Do(req, resp)
+				if err == nil && resp.StatusCode() == 202 {
+					var a struct{ IDs []string }
+					if json.Unmarshal(resp.Body(), &a) == nil {
+						mu.Lock()
+						acked = append(acked, a.IDs...)
+						mu.Unlock()
+					}
+				}
+				fasthttp.ReleaseRequest(req)
+				fasthttp.ReleaseResponse(resp)
+				if err != nil {
+					time.Sleep(5 * time.Millisecond) // the relay is down: do not spin
+				}
+			}
+		}()
+	}
+	return func() []string {
+		wg.Wait()
+		return acked
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func startSink(t *testing.T) *testsink.Sink {
+	t.Helper()
+	s := testsink.New(testsink.Options{Secrets: []string{testSecret}, KeepEvents: true, Delay: 20 * time.Millisecond})
+	if err := s.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// checkDelivered waits until every acknowledged id reached the sink.
+func checkDelivered(t *testing.T, s *testsink.Sink, acked []string) {
+	t.Helper()
+	got := func() map[string]int {
+		m := map[string]int{}
+		for _, e := range s.Events() {
+			m[e.ID]++
+		}
+		return m
+	}
+	waitFor(t, 60*time.Second, fmt.Sprintf("%d acknowledged events at the sink", len(acked)), func() bool {
+		m := got()
+		for _, id := range acked {
+			if m[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	dups := 0
+	for _, n := range got() {
+		dups += n - 1
+	}
+	t.Logf("%d acknowledged events delivered; %d delivered twice; %d duplicate batches", len(acked), dups, s.Stats().DuplicateBatches)
+}
+
+// TestKill9LosesNothing kills the relay with SIGKILL in the middle of a
+// load and checks that after a restart every acknowledged event arrives,
+// and that batches formed before the kill keep their ids and contents.
+func TestKill9LosesNothing(t *testing.T) {
+	s := startSink(t)
+	dir := t.TempDir()
+	cfgPath := writeConfig(t, dir, s.URL())
+	p := startServe(t, cfgPath)
+
+	stop := make(chan struct{})
+	wait := load("http://"+p.ingest+"/v1/events", stop)
+	waitFor(t, 30*time.Second, "some events delivered", func() bool { return s.Stats().Events >= 2000 })
+	if err := p.signal(t, syscall.SIGKILL); err == nil {
+		t.Fatal("a killed process exited cleanly")
+	}
+	close(stop)
+	acked := wait()
+
+	// The batches formed before the kill, as stored.
+	st, err := storage.Open(storage.Options{Dir: filepath.Join(dir, "data"), Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	formed, err := st.Batches()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	startServe(t, cfgPath)
+	checkDelivered(t, s, acked)
+	byID := map[string]testsink.Batch{}
+	for _, b := range s.Batches() {
+		byID[b.ID] = b
+	}
+	for _, b := range formed {
+		got, ok := byID[b.ID]
+		if !ok {
+			t.Fatalf("batch %s formed before the kill was not delivered under its id", b.ID)
+		}
+		if got.Count != len(b.Seqs) {
+			t.Fatalf("batch %s had %d events, arrived with %d", b.ID, len(b.Seqs), got.Count)
+		}
+	}
+	t.Logf("%d batches were stored at the kill; all arrived with their ids", len(formed))
+}
+
+// TestSIGTERMExitsCleanly stops the relay with SIGTERM under load: it exits
+// 0 and, after a restart, every acknowledged event arrives.
+func TestSIGTERMExitsCleanly(t *testing.T) {
+	s := startSink(t)
+	dir := t.TempDir()
+	cfgPath := writeConfig(t, dir, s.URL())
+	p := startServe(t, cfgPath)
+
+	stop := make(chan struct{})
+	wait := load("http://"+p.ingest+"/v1/events", stop)
+	waitFor(t, 30*time.Second, "some events delivered", func() bool { return s.Stats().Events >= 1000 })
+	if err := p.signal(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: exit %v, want 0\n%s", err, p.logText())
+	}
+	close(stop)
+	acked := wait()
+	startServe(t, cfgPath)
+	checkDelivered(t, s, acked)
+}
+
+// TestSIGHUPAddsAndRemovesSubscriber reloads the config file on SIGHUP:
+// a subscriber is added, then the first one removed, then a bad file is
+// rejected, and no event is lost or misrouted.
+func TestSIGHUPAddsAndRemovesSubscriber(t *testing.T) {
+	s1, s2 := startSink(t), startSink(t)
+	dir := t.TempDir()
+	block := func(id, url string) string {
+		return fmt.Sprintf("  - id: %s\n    url: %s\n    secret: %s\n    batch: { max_events: 20, max_wait: 50ms }\n", id, url, testSecret)
+	}
+	cfgPath := writeConfigSubs(t, dir, block("s1", s1.URL()))
+	p := startServe(t, cfgPath)
+	c := &fasthttp.Client{}
+	send := func(n int) []string {
+		var ids []string
+		for i := range n {
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			req.Header.SetMethod("POST")
+			req.SetRequestURI("http://" + p.ingest + "/v1/events")
+			req.Header.SetContentType("application/json")
+			req.SetBodyString(fmt.Sprintf(`{"type":"t","data":%d}`, i))
+			if err := c.Do(req, resp); err != nil || resp.StatusCode() != 202 {
+				t.Fatalf("ingest: %v %d %s", err, resp.StatusCode(), resp.Body())
+			}
+			var a struct{ IDs []string }
+			if err := json.Unmarshal(resp.Body(), &a); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, a.IDs...)
+			fasthttp.ReleaseRequest(req)
+			fasthttp.ReleaseResponse(resp)
+		}
+		return ids
+	}
+	hup := func(want string, n int) {
+		t.Helper()
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, want, func() bool { return strings.Count(p.logText(), want) >= n })
+	}
+
+	first := send(50)
+	writeConfigSubs(t, dir, block("s1", s1.URL())+block("s2", s2.URL()))
+	hup("reload done", 1)
+	second := send(50)
+	writeConfigSubs(t, dir, block("s2", s2.URL()))
+	hup("reload done", 2)
+	third := send(50)
+	if err := os.WriteFile(cfgPath, []byte("subscribers: [{id: BAD}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hup("config rejected", 1)
+	fourth := send(50)
+
+	has := func(s *testsink.Sink, ids []string) bool {
+		got := map[string]bool{}
+		for _, e := range s.Events() {
+			got[e.ID] = true
+		}
+		for _, id := range ids {
+			if !got[id] {
+				return false
+			}
+		}
+		return true
+	}
+	waitFor(t, 20*time.Second, "s1 gets the events sent while it was configured", func() bool { return has(s1, append(first, second...)) })
+	waitFor(t, 20*time.Second, "s2 gets the events sent after it was added", func() bool {
+		return has(s2, append(append(second, third...), fourth...))
+	})
+	for _, e := range s1.Events() {
+		if slices.Contains(third, e.ID) || slices.Contains(fourth, e.ID) {
+			t.Fatalf("event %s sent after s1's removal reached s1", e.ID)
+		}
+	}
+	for _, e := range s2.Events() {
+		if slices.Contains(first, e.ID) {
+			t.Fatalf("event %s sent before s2 was added reached s2", e.ID)
+		}
+	}
+}
