@@ -1,0 +1,81 @@
+package relay
+
+import (
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hookbatch/hookbatch/sink"
+)
+
+// TestBacklogStaysOnDisk queues 200,000 events (about 200 MB of data) for a
+// subscriber that is down and checks the heap stays far below the backlog's
+// size, then that every event arrives once the subscriber is back.
+func TestBacklogStaysOnDisk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("queues 200 MB; skipped with -short")
+	}
+	// An address where nothing listens yet; the sink starts there later.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	cfg := testConfig(t, sub("down", "http://"+addr+"/hooks", 100, 100*time.Millisecond))
+	cfg.Ingest.MaxEventsPerRequest = 1000
+	cfg.Delivery.Retry.MaxAttempts = 1000
+	r := startRelay(t, cfg)
+
+	const total, perRequest = 200_000, 500
+	data := `"` + strings.Repeat("x", 1000) + `"`
+	var body strings.Builder
+	body.WriteString("[")
+	for i := range perRequest {
+		if i > 0 {
+			body.WriteString(",")
+		}
+		fmt.Fprintf(&body, `{"type":"t","data":%s}`, data)
+	}
+	body.WriteString("]")
+	var peak uint64
+	sample := func() {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		peak = max(peak, ms.HeapInuse)
+	}
+	for i := 0; i < total/perRequest; i++ {
+		if a := mustIngest(t, r, "/v1/events", body.String()); a.Accepted != perRequest {
+			t.Fatalf("accepted %d", a.Accepted)
+		}
+		if i%20 == 0 {
+			sample()
+		}
+	}
+	sample()
+	if d := r.subs[0].q.Depth(); d != total {
+		t.Fatalf("queue depth %d, want %d", d, total)
+	}
+	// Badger's memtables (2 x 16 MiB) and caches (2 x 16 MiB) are the
+	// fixed cost; the backlog itself (about 200 MB) must stay on disk.
+	const limit = 150 << 20
+	t.Logf("peak heap in use while %d events (%d MB) queued: %d MB", total, total*len(data)>>20, peak>>20)
+	if peak > limit {
+		t.Fatalf("heap in use reached %d MB with the subscriber down; want under %d MB", peak>>20, limit>>20)
+	}
+
+	s := sink.New(sink.Options{Secrets: []string{testSecret}})
+	if err := s.Start(addr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	waitFor(t, 120*time.Second, "the backlog delivered", func() bool { return s.Stats().Events >= total })
+	if st := s.Stats(); st.Events != total || st.DuplicateBatches != 0 {
+		t.Fatalf("sink stats %+v, want %d events and no duplicates", st, total)
+	}
+	waitFor(t, 10*time.Second, "an empty queue", func() bool { return r.subs[0].q.Depth() == 0 })
+}

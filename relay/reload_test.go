@@ -1,0 +1,108 @@
+package relay
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hookbatch/hookbatch/config"
+	"github.com/hookbatch/hookbatch/sink"
+)
+
+// TestReloadAddsChangesAndDrainsSubscribers reloads subscribers while
+// events flow and checks none is lost: an added subscriber gets new
+// events, a changed one keeps its queue, a removed one delivers what it
+// had queued (its subscriber was down at the removal) and then disappears.
+func TestReloadAddsChangesAndDrainsSubscribers(t *testing.T) {
+	sinkB := startSink(t, sink.Options{})
+	// a's subscriber is down until later: reserve its address.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrA := ln.Addr().String()
+	ln.Close()
+
+	subA := sub("a", "http://"+addrA+"/hooks", 10, 20*time.Millisecond)
+	cfg := testConfig(t, subA)
+	r := startRelay(t, cfg)
+	send := func(n int, tag string) []string {
+		var ids []string
+		for i := range n {
+			a := mustIngest(t, r, "/v1/events", fmt.Sprintf(`{"type":"t","data":"%s-%d"}`, tag, i))
+			ids = append(ids, a.IDs...)
+		}
+		return ids
+	}
+	forA := send(30, "one")
+
+	// Add b.
+	subB := sub("b", sinkB.URL(), 10, 20*time.Millisecond)
+	cfg.Subscribers = []config.Subscriber{subA, subB}
+	if err := r.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	both := send(30, "two")
+	forA = append(forA, both...)
+	waitFor(t, 10*time.Second, "b gets the events sent after it was added", func() bool { return sinkB.Stats().Events == 30 })
+
+	// Change b (smaller batches) and remove a, whose subscriber is still down.
+	subB.Batch.MaxEvents = 3
+	cfg.Subscribers = []config.Subscriber{subB}
+	if err := r.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	onlyB := send(30, "three")
+	if st, _ := post(t, "http://"+r.IngestAddr()+"/v1/subscribers/a/events", `{"type":"t","data":1}`); st != 404 {
+		t.Fatalf("targeted ingest to a removed subscriber: %d, want 404", st)
+	}
+	if s := r.subscriber("a"); s == nil || !s.view().Draining {
+		t.Fatal("a removed subscriber with queued events should be draining")
+	}
+	waitFor(t, 10*time.Second, "b gets every event after the change", func() bool { return sinkB.Stats().Events == 60 })
+
+	// a's subscriber comes back: a drains, then disappears.
+	sinkA := sink.New(sink.Options{Secrets: []string{testSecret}, KeepEvents: true})
+	if err := sinkA.Start(addrA); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sinkA.Close() })
+	waitFor(t, 30*time.Second, "a drains its queue", func() bool { return sinkA.Stats().Events >= int64(len(forA)) })
+	waitFor(t, 10*time.Second, "a to disappear", func() bool { return r.subscriber("a") == nil })
+	got := eventsOf(sinkA)
+	for _, id := range forA {
+		if got[id] != 1 {
+			t.Fatalf("event %s reached a %d times", id, got[id])
+		}
+	}
+	for _, id := range onlyB {
+		if got[id] != 0 {
+			t.Fatalf("event %s sent after a's removal reached a", id)
+		}
+	}
+	for _, b := range sinkB.Batches() {
+		if b.Count > 10 {
+			t.Fatalf("b batch of %d events", b.Count)
+		}
+	}
+}
+
+// TestReloadRejectsBadSubscriber keeps the running set when a new
+// subscriber cannot be built.
+func TestReloadRejectsBadSubscriber(t *testing.T) {
+	s := startSink(t, sink.Options{})
+	cfg := testConfig(t, sub("a", s.URL(), 10, 20*time.Millisecond))
+	r := startRelay(t, cfg)
+	bad := sub("b", s.URL(), 10, time.Second)
+	bad.Secret = "whsec_!!!not-base64"
+	cfg.Subscribers = append(cfg.Subscribers, bad)
+	if err := r.Reload(cfg); err == nil {
+		t.Fatal("a subscriber with a bad secret was accepted")
+	}
+	if r.subscriber("b") != nil || len(r.routes.Load().list) != 1 {
+		t.Fatal("a rejected reload changed the subscribers")
+	}
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
+	waitFor(t, 10*time.Second, "delivery after a rejected reload", func() bool { return s.Stats().Events == 1 })
+}
