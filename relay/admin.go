@@ -77,7 +77,6 @@ func (r *Relay) handleAdmin(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if !r.adminAuthorized(ctx) {
-		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="hookbatch admin"`)
 		writeError(ctx, errorf(fasthttp.StatusUnauthorized, "admin API needs Authorization: Bearer <admin.token>"))
 		return
 	}
@@ -112,8 +111,7 @@ func (r *Relay) admin(ctx *fasthttp.RequestCtx, p []string) (any, *httpError) {
 	method := string(ctx.Method())
 	want := func(m string) *httpError {
 		if method != m {
-			e := errorf(fasthttp.StatusMethodNotAllowed, "method not allowed: use "+m)
-			return e
+			return notAllowed(m)
 		}
 		return nil
 	}

@@ -11,7 +11,13 @@ import (
 type httpError struct {
 	status     int
 	msg        string
-	retryAfter int // seconds; 0: no Retry-After header
+	retryAfter int    // seconds; 0: no Retry-After header
+	allow      string // the Allow header of a 405
+}
+
+// notAllowed is the 405 for a path that takes only method m.
+func notAllowed(m string) *httpError {
+	return &httpError{status: fasthttp.StatusMethodNotAllowed, msg: "method not allowed: use " + m, allow: m}
 }
 
 func (e *httpError) Error() string { return e.msg }
@@ -26,8 +32,11 @@ func writeError(ctx *fasthttp.RequestCtx, e *httpError) {
 	if e.retryAfter > 0 {
 		ctx.Response.Header.Set("Retry-After", strconv.Itoa(e.retryAfter))
 	}
-	if e.status == fasthttp.StatusMethodNotAllowed {
-		ctx.Response.Header.Set("Allow", "POST")
+	switch e.status {
+	case fasthttp.StatusMethodNotAllowed:
+		ctx.Response.Header.Set("Allow", e.allow)
+	case fasthttp.StatusUnauthorized:
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="hookbatch"`)
 	}
 	b := make([]byte, 0, len(e.msg)+16)
 	b = append(b, `{"error":`...)

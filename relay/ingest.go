@@ -120,7 +120,7 @@ func (r *Relay) ingest(ctx *fasthttp.RequestCtx, now time.Time) *httpError {
 		return errorf(fasthttp.StatusNotFound, "not found")
 	}
 	if !ctx.IsPost() {
-		return errorf(fasthttp.StatusMethodNotAllowed, "method not allowed: use POST")
+		return notAllowed(fasthttp.MethodPost)
 	}
 	if e := r.guard.admit(ctx); e != nil {
 		return e
