@@ -110,12 +110,18 @@ func (s *Sink) parse(ctx *fasthttp.RequestCtx) (Batch, *httpError) {
 	h := &ctx.Request.Header
 	raw := ctx.PostBody()
 	if s.verifier != nil {
-		if !s.verifier.VerifyHex(h.Peek("X-Webhook-Signature"), raw) {
-			return Batch{}, errorf(fasthttp.StatusUnauthorized, "X-Webhook-Signature missing or does not verify")
-		}
-		err := s.verifier.VerifyStandard(h.Peek("webhook-id"), h.Peek("webhook-timestamp"), h.Peek("webhook-signature"), raw, time.Now(), SignatureTolerance)
+		sigs := h.Peek("webhook-signature")
+		err := s.verifier.VerifyStandard(h.Peek("webhook-id"), h.Peek("webhook-timestamp"), sigs, raw, time.Now(), SignatureTolerance)
 		if err != nil {
 			return Batch{}, errorf(fasthttp.StatusUnauthorized, "Standard Webhooks signature: "+err.Error())
+		}
+		// X-Webhook-Signature carries the sender's current key only. While
+		// the sender rotates keys (several v1 entries), a receiver holding
+		// just the previous key can verify only the Standard Webhooks
+		// header; otherwise both must verify.
+		rotating := bytes.Count(sigs, []byte("v1,")) > 1
+		if !s.verifier.VerifyHex(h.Peek("X-Webhook-Signature"), raw) && !rotating {
+			return Batch{}, errorf(fasthttp.StatusUnauthorized, "X-Webhook-Signature missing or does not verify")
 		}
 	}
 	if ct := h.ContentType(); !bytes.HasPrefix(ct, []byte("application/json")) {

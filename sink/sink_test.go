@@ -743,7 +743,7 @@ func TestLog(t *testing.T) {
 	want := []string{
 		"batch b_01HXYZ 100 events attempt 1 from demo",
 		"duplicate batch b_01HXYZ 100 events attempt 2 from demo",
-		`refused batch "b_2 forged\tline": 401 X-Webhook-Signature missing or does not verify`,
+		`refused batch "b_2 forged\tline": 401 Standard Webhooks signature: signing: no v1 signature`,
 		"failed batch b_3 on purpose: 500",
 	}
 	if len(lines) != len(want) {
@@ -808,4 +808,32 @@ func FuzzDeliver(f *testing.F) {
 			t.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
 		}
 	})
+}
+
+// TestHexSignatureDuringRotation: X-Webhook-Signature (current key only)
+// must verify, except while the sender rotates keys (several v1 entries),
+// when a receiver holding the previous key relies on Standard Webhooks.
+func TestHexSignatureDuringRotation(t *testing.T) {
+	const current, previous = "whsec_Y3VycmVudC1rZXktMDEyMzQ1Njc4OQ==", "whsec_cHJldmlvdXMta2V5LTAxMjM0NTY3ODk="
+	s := mustStartSink(t, Options{Secrets: []string{previous}})
+	c := newClient()
+	f := func(rotating bool, want int) {
+		t.Helper()
+		d := newDelivery(fmt.Sprintf("b_rot_%v", rotating), 2)
+		d.secret = previous
+		req := d.request(t, s.URL())
+		// The hex header signed with the current key, which this sink lacks.
+		m := hmac.New(sha256.New, hmacKey(t, current))
+		m.Write(d.makeBody())
+		req.Header.Set("X-Webhook-Signature", "sha256="+hex.EncodeToString(m.Sum(nil)))
+		if rotating {
+			sig := string(req.Header.Peek("webhook-signature"))
+			req.Header.Set("webhook-signature", "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= "+sig)
+		}
+		if st, body := do(t, c, req); st != want {
+			t.Fatalf("rotating=%v: status %d (%s), want %d", rotating, st, body, want)
+		}
+	}
+	f(false, fasthttp.StatusUnauthorized)
+	f(true, fasthttp.StatusOK)
 }
