@@ -1,7 +1,7 @@
 package relay
 
 import (
-	"bytes"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -102,8 +102,10 @@ func (r *Relay) adminAuthorized(ctx *fasthttp.RequestCtx) bool {
 	if r.cfg.Admin.Token == "" {
 		return true
 	}
-	got, ok := bytes.CutPrefix(ctx.Request.Header.Peek("Authorization"), []byte("Bearer "))
-	return ok && subtle.ConstantTimeCompare(got, []byte(r.cfg.Admin.Token)) == 1
+	got, ok := bearer(ctx.Request.Header.Peek("Authorization"))
+	want := sha256.Sum256([]byte(r.cfg.Admin.Token))
+	have := sha256.Sum256(got)
+	return ok && subtle.ConstantTimeCompare(have[:], want[:]) == 1
 }
 
 // admin routes the API of DESIGN §7; p is the path split on "/".

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"fmt"
-	"net"
 	"runtime"
 	"strings"
 	"testing"
@@ -19,12 +18,7 @@ func TestBacklogStaysOnDisk(t *testing.T) {
 		t.Skip("queues 200 MB; skipped with -short")
 	}
 	// An address where nothing listens yet; the sink starts there later.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := deadAddr(t)
 
 	cfg := testConfig(t, sub("down", "http://"+addr+"/hooks", 100, 100*time.Millisecond))
 	cfg.Ingest.MaxEventsPerRequest = 1000

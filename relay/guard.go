@@ -191,15 +191,25 @@ func (g *guard) authenticate(ctx *fasthttp.RequestCtx, body []byte) *httpError {
 	return nil
 }
 
+// bearer returns the token of an "Authorization: Bearer <token>" value;
+// the scheme is case-insensitive (RFC 9110 §11.1).
+func bearer(auth []byte) ([]byte, bool) {
+	const scheme = "Bearer "
+	if len(auth) <= len(scheme) || !bytes.EqualFold(auth[:len(scheme)], []byte(scheme)) {
+		return nil, false
+	}
+	return bytes.TrimSpace(auth[len(scheme):]), true
+}
+
 // tokenOK reports whether auth is "Bearer <token>" for a configured token.
 // SHA-256 digests are compared, so that neither the length of a token nor
 // which one matched shows in the time taken: every token is compared.
 func (g *guard) tokenOK(auth []byte) bool {
-	const scheme = "Bearer "
-	if len(auth) <= len(scheme) || !bytes.EqualFold(auth[:len(scheme)], []byte(scheme)) {
+	token, ok := bearer(auth)
+	if !ok {
 		return false
 	}
-	got := sha256.Sum256(bytes.TrimSpace(auth[len(scheme):]))
+	got := sha256.Sum256(token)
 	match := 0
 	for i := range g.tokens {
 		match |= subtle.ConstantTimeCompare(got[:], g.tokens[i][:])

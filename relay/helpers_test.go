@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -174,4 +176,28 @@ func eventsOf(s *sink.Sink) map[string]int {
 		out[e.ID]++
 	}
 	return out
+}
+
+// deadAddr returns a loopback address where nothing listens, for a
+// subscriber that is down until the test starts a server there. It is on a
+// loopback IP of its own (127.0.0.2 and up) so that no other test's
+// 127.0.0.1:0 listener can take the port meanwhile.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	deadIPs.Lock()
+	deadIPs.next++
+	ip := fmt.Sprintf("127.0.%d.%d", deadIPs.next/250, 2+deadIPs.next%250)
+	deadIPs.Unlock()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+var deadIPs struct {
+	sync.Mutex
+	next int
 }

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"fmt"
-	"net"
 	"testing"
 	"time"
 
@@ -17,12 +16,7 @@ import (
 func TestReloadAddsChangesAndDrainsSubscribers(t *testing.T) {
 	sinkB := startSink(t, sink.Options{})
 	// a's subscriber is down until later: reserve its address.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrA := ln.Addr().String()
-	ln.Close()
+	addrA := deadAddr(t)
 
 	subA := sub("a", "http://"+addrA+"/hooks", 10, 20*time.Millisecond)
 	cfg := testConfig(t, subA)

@@ -79,6 +79,11 @@ func decide(p *config.Retry, b *storage.Batch, res result, now time.Time, rnd fu
 	if res.retryAfter > 0 {
 		d.wait = min(res.retryAfter, p.MaxBackoff)
 	}
+	// No wait past the batch's max_age: its last attempt comes at that age,
+	// and a failure then dead-letters it, not max_backoff later.
+	if left := time.Unix(0, b.Created).Add(p.MaxAge).Sub(now); d.wait > left {
+		d.wait = max(left, 0)
+	}
 	return d
 }
 
@@ -100,11 +105,9 @@ func parseRetryAfter(v []byte, now time.Time) time.Duration {
 	if len(v) == 0 {
 		return 0
 	}
-	if n, err := strconv.Atoi(string(v)); err == nil {
-		if n <= 0 {
-			return 0
-		}
-		return time.Duration(n) * time.Second
+	if n, err := strconv.ParseUint(string(v), 10, 64); err == nil {
+		const most = uint64(math.MaxInt64 / int64(time.Second))
+		return time.Duration(min(n, most)) * time.Second // saturate: decide caps it at max_backoff
 	}
 	if t, err := fasthttp.ParseHTTPDate(v); err == nil {
 		if d := t.Sub(now); d > 0 {
