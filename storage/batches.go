@@ -16,7 +16,7 @@ func (q *Queue) CreateBatch(b *Batch) error {
 	}
 	rec := b.marshal(nil)
 	last := b.Seqs[len(b.Seqs)-1]
-	o := &op{
+	o := &op{urgent: true,
 		bytes: entryCost(len(b.ID)+1, len(rec)) + entryCost(len(q.id)+1, 8) + int64(len(b.Seqs))*entryCost(len(q.prefix)+8, 0),
 		count: 2 + int64(len(b.Seqs)),
 	}
@@ -41,7 +41,7 @@ func (q *Queue) CreateBatch(b *Batch) error {
 // UpdateBatch stores b's delivery state (attempts, times, last outcome).
 func (s *Store) UpdateBatch(b *Batch) error {
 	rec := b.marshal(nil)
-	o := &op{bytes: entryCost(len(b.ID)+1, len(rec)), count: 1}
+	o := &op{urgent: true, bytes: entryCost(len(b.ID)+1, len(rec)), count: 1}
 	o.apply = func(txn *badger.Txn) error {
 		if _, err := txn.Get(batchKey(b.ID)); err != nil {
 			return notFound(err) // finished meanwhile: never bring it back
@@ -56,7 +56,7 @@ func (s *Store) UpdateBatch(b *Batch) error {
 
 // Ack removes a delivered batch and releases its events.
 func (s *Store) Ack(b *Batch) error {
-	o := &op{
+	o := &op{urgent: true,
 		bytes: entryCost(len(b.ID)+1, 0) + int64(len(b.Seqs))*2*entryCost(9, 8),
 		count: 1 + 2*int64(len(b.Seqs)),
 	}
@@ -80,7 +80,7 @@ func (s *Store) Ack(b *Batch) error {
 // dead-letter store. Its events stay stored until it is replayed or dropped.
 func (s *Store) DeadLetter(b *Batch) error {
 	rec := b.marshal(nil)
-	o := &op{bytes: entryCost(len(b.ID)+1, 0) + entryCost(len(b.ID)+1, len(rec)), count: 2}
+	o := &op{urgent: true, bytes: entryCost(len(b.ID)+1, 0) + entryCost(len(b.ID)+1, len(rec)), count: 2}
 	o.apply = func(txn *badger.Txn) error {
 		if _, err := txn.Get(batchKey(b.ID)); err != nil {
 			return notFound(err)
@@ -107,7 +107,7 @@ func (s *Store) Replay(id string) (*Batch, error) {
 	b.Attempts, b.FirstAttempt, b.LastAttempt, b.NextAttempt, b.FailedAt = 0, 0, 0, 0, 0
 	b.LastStatus, b.LastError = 0, ""
 	rec := b.marshal(nil)
-	o := &op{bytes: entryCost(len(id)+1, 0) + entryCost(len(id)+1, len(rec)), count: 2}
+	o := &op{urgent: true, bytes: entryCost(len(id)+1, 0) + entryCost(len(id)+1, len(rec)), count: 2}
 	o.apply = func(txn *badger.Txn) error {
 		if _, err := txn.Get(deadKey(id)); err != nil {
 			return notFound(err)
@@ -130,7 +130,7 @@ func (s *Store) DropDeadLetter(id string) error {
 	if err != nil {
 		return err
 	}
-	o := &op{
+	o := &op{urgent: true,
 		bytes: entryCost(len(id)+1, 0) + int64(len(b.Seqs))*2*entryCost(9, 8),
 		count: 1 + 2*int64(len(b.Seqs)),
 	}
@@ -304,7 +304,7 @@ func (s *Store) Split(b *Batch) ([2]*Batch, error) {
 		}
 	}
 	r0, r1 := out[0].marshal(nil), out[1].marshal(nil)
-	o := &op{bytes: entryCost(len(b.ID)+1, 0) + entryCost(len(b.ID)+3, len(r0)) + entryCost(len(b.ID)+3, len(r1)), count: 3}
+	o := &op{urgent: true, bytes: entryCost(len(b.ID)+1, 0) + entryCost(len(b.ID)+3, len(r0)) + entryCost(len(b.ID)+3, len(r1)), count: 3}
 	o.apply = func(txn *badger.Txn) error {
 		if _, err := txn.Get(batchKey(b.ID)); err != nil {
 			return notFound(err)
@@ -333,7 +333,7 @@ func (s *Store) DeadLetterCounts() (map[string]int, error) {
 // SetPaused stores that subscriber sub is paused, and why; an empty reason
 // clears it.
 func (s *Store) SetPaused(sub, reason string) error {
-	o := &op{bytes: entryCost(len(sub)+1, len(reason)), count: 1}
+	o := &op{urgent: true, bytes: entryCost(len(sub)+1, len(reason)), count: 1}
 	o.apply = func(txn *badger.Txn) error {
 		if reason == "" {
 			return txn.Delete(pauseKey(sub))

@@ -149,22 +149,29 @@ func (s *Store) Append(items []AppendItem, dup []bool) error {
 		return ErrFull
 	}
 	var bytes, count int64
+	keyBytes := 0
 	for i := range items {
 		it := &items[i]
 		bytes += entryCost(9, len(it.Record)) + entryCost(len(it.ID)+1, 0) + entryCost(9, 8)
 		count += 3 + int64(len(it.Queues))
+		keyBytes += 9 + len(it.ID) + 1 + 9 + 9
 		for _, q := range it.Queues {
 			bytes += entryCost(len(q.prefix)+8, 0)
+			keyBytes += len(q.prefix) + 8
 		}
 	}
 	window := s.opts.DedupWindow
 	o := &op{bytes: bytes, count: count}
 	o.apply = func(txn *badger.Txn) error {
+		// Every key of the call in one buffer, allocated once: Badger holds
+		// on to keys until the commit, and appends within the capacity
+		// never move earlier ones.
+		kb := keyBuf{b: make([]byte, 0, keyBytes)}
 		for i := range items {
 			it := &items[i]
 			dup[i] = false
 			if window > 0 && it.ID != nil {
-				k := appendDedupKey(nil, it.ID)
+				k := kb.add(kindDedup, it.ID)
 				_, err := txn.Get(k)
 				if err == nil {
 					dup[i] = true
@@ -177,17 +184,20 @@ func (s *Store) Append(items []AppendItem, dup []bool) error {
 					return err
 				}
 			}
-			seq := s.w.nextSeq()
-			if err := txn.Set(eventKey(seq), it.Record); err != nil {
+			var seq [8]byte
+			be.PutUint64(seq[:], s.w.nextSeq())
+			if err := txn.Set(kb.add(kindEvent, seq[:]), it.Record); err != nil {
 				return err
 			}
 			if n := len(it.Queues); n > 1 {
-				if err := txn.Set(refKey(seq), be.AppendUint64(nil, uint64(n))); err != nil {
+				var count [8]byte
+				be.PutUint64(count[:], uint64(n))
+				if err := txn.Set(kb.add(kindRef, seq[:]), kb.add(count[:])); err != nil {
 					return err
 				}
 			}
 			for _, q := range it.Queues {
-				if err := txn.Set(q.key(seq), nil); err != nil {
+				if err := txn.Set(kb.add(q.prefix, seq[:]), nil); err != nil {
 					return err
 				}
 			}
@@ -217,3 +227,21 @@ func (q *Queue) signal() {
 	default:
 	}
 }
+
+// keyBuf hands out keys (and small values) from one buffer, each the
+// concatenation of its parts, with its capacity clipped.
+type keyBuf struct{ b []byte }
+
+func (kb *keyBuf) add(parts ...[]byte) []byte {
+	start := len(kb.b)
+	for _, p := range parts {
+		kb.b = append(kb.b, p...)
+	}
+	return kb.b[start:len(kb.b):len(kb.b)]
+}
+
+var (
+	kindDedup = []byte{'d'}
+	kindEvent = []byte{'e'}
+	kindRef   = []byte{'r'}
+)

@@ -30,6 +30,7 @@ func entryCost(keyLen, valueLen int) int64 {
 // op is one caller's unit of work. It is applied inside a shared transaction
 // and answered with that transaction's outcome.
 type op struct {
+	urgent       bool // batch lifecycle: goes ahead of ingest appends
 	bytes, count int64
 	apply        func(txn *badger.Txn) error
 	after        func() // on success, in the writer goroutine, before errc is answered
@@ -39,9 +40,14 @@ type op struct {
 var errcPool = sync.Pool{New: func() any { return make(chan error, 1) }}
 
 // writer is the single goroutine that commits every write (group commit).
+// Batch lifecycle operations have a lane of their own and go first in each
+// transaction, and a transaction never holds more than Badger takes at
+// once: so forming and acknowledging batches never waits behind a flood of
+// ingest (each CreateBatch waits for at most the commit in progress).
 type writer struct {
 	s        *Store
-	ch       chan *op
+	ingest   chan *op
+	urgent   chan *op
 	maxBytes int64
 	maxCount int64
 
@@ -59,7 +65,8 @@ func newWriter(s *Store, seq uint64, memtable int64) *writer {
 	maxBytes := memtable * 15 / 100
 	return &writer{
 		s:         s,
-		ch:        make(chan *op, 4*maxGroup),
+		ingest:    make(chan *op, 4*maxGroup),
+		urgent:    make(chan *op, 4*maxGroup),
 		maxBytes:  maxBytes * 8 / 10,
 		maxCount:  maxBytes / int64(skl.MaxNodeSize) * 8 / 10,
 		seq:       seq,
@@ -76,7 +83,11 @@ func (w *writer) do(o *op) error {
 		errcPool.Put(o.errc)
 		return ErrClosed
 	}
-	w.ch <- o
+	if o.urgent {
+		w.urgent <- o
+	} else {
+		w.ingest <- o
+	}
 	w.mu.RUnlock()
 	err := <-o.errc
 	errcPool.Put(o.errc)
@@ -88,31 +99,83 @@ func (w *writer) close() {
 	w.mu.Lock()
 	if !w.closed {
 		w.closed = true
-		close(w.ch)
+		close(w.ingest)
+		close(w.urgent)
 	}
 	w.mu.Unlock()
 }
 
 func (w *writer) run(wg *sync.WaitGroup) {
 	defer wg.Done()
-	group := make([]*op, 0, maxGroup)
-	for o := range w.ch {
-		group = append(group[:0], o)
-	drain:
-		for len(group) < maxGroup {
-			select {
-			case o, ok := <-w.ch:
+	g := group{w: w, ops: make([]*op, 0, maxGroup)}
+	urgent, ingest := w.urgent, w.ingest
+	var carry *op // taken but did not fit: first of the next group
+	for {
+		g.reset()
+		if carry != nil {
+			g.add(carry)
+			carry = nil
+		} else {
+			if urgent == nil && ingest == nil {
+				return
+			}
+			select { // wait for the first operation, of either lane
+			case o, ok := <-urgent:
 				if !ok {
-					break drain
+					urgent = nil
+					continue
 				}
-				group = append(group, o)
-			default:
-				break drain
+				g.add(o)
+			case o, ok := <-ingest:
+				if !ok {
+					ingest = nil
+					continue
+				}
+				g.add(o)
 			}
 		}
-		w.commitGroup(group)
-		clear(group)
+		// Then whatever is already queued, urgent first, without waiting.
+		for _, lane := range []*chan *op{&urgent, &ingest} {
+		drain:
+			for carry == nil && len(g.ops) < maxGroup {
+				select {
+				case o, ok := <-*lane:
+					if !ok {
+						*lane = nil
+						break drain
+					}
+					if !g.add(o) {
+						carry = o
+					}
+				default:
+					break drain
+				}
+			}
+		}
+		w.commitGroup(g.ops)
+		clear(g.ops)
 	}
+}
+
+// group collects operations up to one transaction's worth.
+type group struct {
+	w            *writer
+	ops          []*op
+	bytes, count int64
+}
+
+func (g *group) reset() { g.ops, g.bytes, g.count = g.ops[:0], 0, 0 }
+
+// add takes o unless it would make the transaction too big; an operation
+// too big alone is taken (commitGroup answers it ErrTooLarge).
+func (g *group) add(o *op) bool {
+	if len(g.ops) > 0 && (g.bytes+o.bytes > g.w.maxBytes || g.count+o.count > g.w.maxCount) {
+		return false
+	}
+	g.ops = append(g.ops, o)
+	g.bytes += o.bytes
+	g.count += o.count
+	return true
 }
 
 func (w *writer) commitGroup(group []*op) {
