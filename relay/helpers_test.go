@@ -22,7 +22,7 @@ const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 // testConfig is a config for a relay on loopback ports with its data in a
 // temporary directory and fast retries.
-func testConfig(t *testing.T, subs ...config.Subscriber) config.Config {
+func testConfig(t testing.TB, subs ...config.Subscriber) config.Config {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0"
@@ -50,7 +50,7 @@ func sub(id, url string, maxEvents int, maxWait time.Duration) config.Subscriber
 }
 
 // testLogger writes the relay's log to the test log (shown on failure).
-func testLogger(t *testing.T) zerolog.Logger {
+func testLogger(testing.TB) zerolog.Logger {
 	if testing.Verbose() {
 		return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.InfoLevel)
 	}
