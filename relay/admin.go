@@ -279,7 +279,7 @@ func rfc3339(nanos int64) string {
 // view is the subscriber's entry in the admin API.
 func (s *subscriber) view() subscriberView {
 	s.mu.Lock()
-	paused, reason, inflight := s.paused, s.pauseReason, len(s.pending)
+	paused, reason, inflight := s.paused, s.pauseReason, len(s.pending)+len(s.parked)
 	s.mu.Unlock()
 	return subscriberView{
 		ID:                s.cfg.ID,
@@ -302,6 +302,11 @@ func (s *subscriber) oldestAge(now time.Time) time.Duration {
 	for _, t := range s.pending {
 		if oldest == 0 || t < oldest {
 			oldest = t
+		}
+	}
+	for _, p := range s.parked {
+		if p.oldest != 0 && (oldest == 0 || p.oldest < oldest) {
+			oldest = p.oldest
 		}
 	}
 	s.mu.Unlock()

@@ -27,8 +27,11 @@ func (s *subscriber) deliver(b *storage.Batch, held *heldBody) {
 	defer s.untrack(b.ID)
 	for {
 		if wait := time.Until(time.Unix(0, b.NextAttempt)); b.NextAttempt != 0 && wait > 0 {
-			if wait > time.Second {
-				held = nil // do not hold memory across a long wait
+			if wait >= parkAfter && !s.cfg.Ordered && !s.draining.Load() {
+				// The retry lane: the batch gives its window slot to fresh
+				// batches while it waits, and takes one again when due.
+				s.park(b.ID, wait)
+				return
 			}
 			if !s.pauseFor(wait) {
 				return
@@ -230,4 +233,93 @@ func (s *subscriber) untrack(id string) {
 	s.mu.Lock()
 	delete(s.pending, id)
 	s.mu.Unlock()
+}
+
+// parkAfter is the shortest wait for which a batch leaves the window and
+// waits in the retry lane.
+const parkAfter = 500 * time.Millisecond
+
+// parked is a batch waiting in the retry lane: only its id and the receive
+// time of its oldest event stay in memory; the batch itself is in storage.
+type parked struct {
+	oldest int64
+	timer  *time.Timer
+}
+
+// park schedules batch id to be delivered again after wait, outside the
+// window. At shutdown nothing is parked: the batch stays stored and is
+// delivered after the restart.
+func (s *subscriber) park(id string, wait time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.parkStopped {
+		return
+	}
+	s.parked[id] = parked{oldest: s.pending[id], timer: time.AfterFunc(wait, func() { s.unpark(id) })}
+}
+
+// unpark delivers a parked batch that is due.
+func (s *subscriber) unpark(id string) {
+	s.mu.Lock()
+	_, ok := s.parked[id]
+	ok = ok && !s.parkStopped
+	if ok {
+		s.claimParkedLocked(id)
+	}
+	s.mu.Unlock()
+	if ok {
+		s.redeliver(id)
+	}
+}
+
+// unparkAll delivers every parked batch now: a draining subscriber's
+// batches must not wait outside its goroutines.
+func (s *subscriber) unparkAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, p := range s.parked {
+		if p.timer.Stop() { // else it fired: unpark runs
+			s.claimParkedLocked(id)
+			go s.redeliver(id)
+		}
+	}
+}
+
+// claimParkedLocked takes id out of the retry lane and counts its delivery
+// as running, so Close and Reload wait for it.
+func (s *subscriber) claimParkedLocked(id string) {
+	delete(s.parked, id)
+	s.r.deliver.Add(1)
+	s.active.Add(1)
+}
+
+// redeliver takes a window slot for a claimed batch and delivers it.
+func (s *subscriber) redeliver(id string) {
+	defer s.r.deliver.Done()
+	defer s.active.Done()
+	if !s.acquire() {
+		return
+	}
+	b, err := s.r.store.GetBatch(id)
+	if err != nil {
+		<-s.window
+		if !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrClosed) {
+			s.logFailure(s.log.Error().Err(err).Str("batch_id", id), "cannot read a batch due for retry")
+		}
+		return
+	}
+	s.dispatch(b, nil)
+}
+
+// stopParked cancels every parked batch's timer (they stay stored). After
+// it, nothing is parked or unparked: Close and Reload call it before they
+// wait for deliveries.
+func (s *subscriber) stopParked() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.parkStopped = true
+	for id, p := range s.parked {
+		p.timer.Stop()
+		delete(s.parked, id)
+	}
 }

@@ -241,6 +241,9 @@ func (r *Relay) close(ctx context.Context) error {
 		}
 	}
 	r.stopLife()
+	for _, s := range r.subscribers() {
+		s.stopParked()
+	}
 	r.loops.Wait()
 	done := make(chan struct{})
 	go func() { r.deliver.Wait(); close(done) }()

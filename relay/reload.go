@@ -62,6 +62,7 @@ func (r *Relay) Reload(cfg config.Config) error {
 			s.drainFrom = time.Now()
 			s.draining.Store(true)
 			s.q.Wake() // its loop may be waiting for events that will not come
+			s.unparkAll()
 			r.log.Info().Str("subscriber", s.cfg.ID).Int64("queued_events", s.q.Depth()).
 				Msg("reload: subscriber removed; delivering its queued events, then it goes")
 			go r.retire(s)
@@ -74,6 +75,7 @@ func (r *Relay) Reload(cfg config.Config) error {
 	// is ever delivered by both.
 	for _, s := range replaced {
 		s.stop()
+		s.stopParked()
 		s.active.Wait()
 	}
 	pending, err := r.store.Batches()

@@ -48,6 +48,8 @@ type subscriber struct {
 	pauseReason string
 	resumed     chan struct{}    // closed on resume
 	pending     map[string]int64 // batch id -> oldest receive time, of batches being delivered
+	parked      map[string]parked
+	parkStopped bool
 
 	logMu      sync.Mutex
 	lastLog    time.Time
@@ -84,6 +86,7 @@ func newSubscriber(r *Relay, cfg config.Subscriber) (*subscriber, error) {
 		log:     r.log.With().Str("subscriber", cfg.ID).Logger(),
 		window:  make(chan struct{}, window),
 		pending: make(map[string]int64),
+		parked:  make(map[string]parked),
 	}
 	s.life, s.stop = context.WithCancel(r.life)
 	s.metrics = newSubMetrics(r.metrics, s)
@@ -112,6 +115,10 @@ func (s *subscriber) run(recovered []*storage.Batch) {
 		return 0
 	})
 	for _, b := range recovered {
+		if wait := time.Until(time.Unix(0, b.NextAttempt)); !s.cfg.Ordered && wait >= parkAfter {
+			s.park(b.ID, wait)
+			continue
+		}
 		if !s.acquire() {
 			return
 		}
@@ -130,13 +137,41 @@ func (s *subscriber) run(recovered []*storage.Batch) {
 			<-s.window
 			return
 		}
-		if !s.flush(reason) {
+		formed := []formedBatch{s.form(reason)}
+		// Under a backlog the next batches are full at once: form them
+		// too, as far as the window allows, and store them all in one
+		// commit instead of one commit each.
+		for (reason == batcher.Events || reason == batcher.Bytes) && len(formed) < maxFormed && s.tryAcquire() {
+			if err := s.readMore(&cursor); err != nil {
+				<-s.window
+				break
+			}
+			if reason = s.b.Full(); reason == batcher.None {
+				<-s.window // not full: it waits for more events, or its max_wait
+				break
+			}
+			formed = append(formed, s.form(reason))
+		}
+		if !s.store(formed) {
+			s.b.Reset()
 			cursor = 0 // the events are still queued: read them again
-			<-s.window
 			if !s.pauseFor(time.Second) {
 				return
 			}
 		}
+	}
+}
+
+// maxFormed bounds the batches stored in one commit.
+const maxFormed = 16
+
+// tryAcquire takes a window token if one is free now.
+func (s *subscriber) tryAcquire() bool {
+	select {
+	case s.window <- struct{}{}:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -232,26 +267,51 @@ func (s *subscriber) readMore(cursor *uint64) error {
 	return derr
 }
 
-// flush stores the open batch, so its id and contents are fixed, and starts
-// its delivery. On failure the events stay queued.
-func (s *subscriber) flush(reason batcher.Reason) bool {
+// formedBatch is a batch taken from the batcher, not stored yet.
+type formedBatch struct {
+	b      *storage.Batch
+	held   *heldBody
+	reason batcher.Reason
+}
+
+// form takes the open batch out of the batcher with a new id.
+func (s *subscriber) form(reason batcher.Reason) formedBatch {
 	now := time.Now()
 	id := string(event.AppendID(make([]byte, 0, 28), "b_", now))
-	b := &storage.Batch{
-		ID:         id,
-		Subscriber: s.cfg.ID,
-		Seqs:       slices.Clone(s.b.Seqs()),
-		Created:    now.UnixNano(),
+	f := formedBatch{
+		b: &storage.Batch{
+			ID:         id,
+			Subscriber: s.cfg.ID,
+			Seqs:       slices.Clone(s.b.Seqs()),
+			Created:    now.UnixNano(),
+		},
+		held:   &heldBody{body: s.b.AppendBody(make([]byte, 0, s.b.Size()), id), recv: slices.Clone(s.b.Recvs())},
+		reason: reason,
 	}
-	held := &heldBody{body: s.b.AppendBody(make([]byte, 0, s.b.Size()), id), recv: slices.Clone(s.b.Recvs())}
 	s.b.Reset()
-	if err := s.q.CreateBatch(b); err != nil {
+	return f
+}
+
+// store stores formed batches, so their ids and contents are fixed, and
+// starts their deliveries; each holds a window token. On failure the
+// tokens are returned and the events stay queued.
+func (s *subscriber) store(formed []formedBatch) bool {
+	bs := make([]*storage.Batch, len(formed))
+	for i := range formed {
+		bs[i] = formed[i].b
+	}
+	if err := s.q.CreateBatches(bs); err != nil {
 		s.logFailure(s.log.Error().Err(err), "cannot store batch")
+		for range formed {
+			<-s.window
+		}
 		return false
 	}
-	s.metrics.flushed(reason)
-	s.metrics.batchEvents.Update(float64(len(b.Seqs)))
-	s.dispatch(b, held)
+	for _, f := range formed {
+		s.metrics.flushed(f.reason)
+		s.metrics.batchEvents.Update(float64(len(f.b.Seqs)))
+		s.dispatch(f.b, f.held)
+	}
 	return true
 }
 

@@ -7,36 +7,48 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// CreateBatch stores b, formed from the oldest events of q (b.Seqs, in
-// order, all above the queue's head), and takes them out of the queue. From
-// here on the batch keeps its id and contents across restarts.
-func (q *Queue) CreateBatch(b *Batch) error {
-	if len(b.Seqs) == 0 {
-		return errors.New("cannot store an empty batch")
+// CreateBatches stores bs, formed in order from the oldest events of q
+// (their Seqs, ascending, all above the queue's head), and takes their
+// events out of the queue, in one transaction. From here on each batch keeps
+// its id and contents across restarts.
+func (q *Queue) CreateBatches(bs []*Batch) error {
+	if len(bs) == 0 {
+		return nil
 	}
-	rec := b.marshal(nil)
-	last := b.Seqs[len(b.Seqs)-1]
-	o := &op{urgent: true,
-		bytes: entryCost(len(b.ID)+1, len(rec)) + entryCost(len(q.id)+1, 8) + int64(len(b.Seqs))*entryCost(len(q.prefix)+8, 0),
-		count: 2 + int64(len(b.Seqs)),
-	}
-	o.apply = func(txn *badger.Txn) error {
-		if err := txn.Set(batchKey(b.ID), rec); err != nil {
-			return err
+	recs := make([][]byte, len(bs))
+	o := &op{urgent: true, bytes: entryCost(len(q.id)+1, 8), count: 1}
+	for i, b := range bs {
+		if len(b.Seqs) == 0 {
+			return errors.New("cannot store an empty batch")
 		}
-		for _, seq := range b.Seqs {
-			if err := txn.Delete(q.key(seq)); err != nil {
+		recs[i] = b.marshal(nil)
+		o.bytes += entryCost(len(b.ID)+1, len(recs[i])) + int64(len(b.Seqs))*entryCost(len(q.prefix)+8, 0)
+		o.count += 1 + int64(len(b.Seqs))
+	}
+	last := bs[len(bs)-1].Seqs
+	head := last[len(last)-1] + 1
+	o.apply = func(txn *badger.Txn) error {
+		for i, b := range bs {
+			if err := txn.Set(batchKey(b.ID), recs[i]); err != nil {
 				return err
 			}
+			for _, seq := range b.Seqs {
+				if err := txn.Delete(q.key(seq)); err != nil {
+					return err
+				}
+			}
 		}
-		return txn.Set(headKey(q.id), be.AppendUint64(nil, last+1))
+		return txn.Set(headKey(q.id), be.AppendUint64(nil, head))
 	}
-	o.after = func() { q.head.Store(last + 1) }
+	o.after = func() { q.head.Store(head) }
 	if err := q.s.w.do(o); err != nil {
-		return fmt.Errorf("cannot store batch %s: %w", b.ID, err)
+		return fmt.Errorf("cannot store %d batches from %s: %w", len(bs), bs[0].ID, err)
 	}
 	return nil
 }
+
+// CreateBatch stores one batch; see CreateBatches.
+func (q *Queue) CreateBatch(b *Batch) error { return q.CreateBatches([]*Batch{b}) }
 
 // UpdateBatch stores b's delivery state (attempts, times, last outcome).
 func (s *Store) UpdateBatch(b *Batch) error {
@@ -167,6 +179,17 @@ func (s *Store) DeadLetters(sub string, limit int) ([]*Batch, error) {
 		return limit <= 0 || len(out) < limit
 	})
 	return out, err
+}
+
+// GetBatch returns stored batch id, or ErrNotFound.
+func (s *Store) GetBatch(id string) (*Batch, error) {
+	var b *Batch
+	err := s.view(func(txn *badger.Txn) error {
+		var err error
+		b, err = getBatch(txn, batchKey(id))
+		return err
+	})
+	return b, err
 }
 
 // GetDeadLetter returns dead letter id, or ErrNotFound.
