@@ -144,8 +144,8 @@ func Open(opts Options) (*Store, error) {
 	s.updateDiskUsage()
 	s.wg.Add(3)
 	go s.w.run(&s.wg)
-	go s.diskLoop()
-	go s.gcLoop()
+	go s.every(time.Second, s.updateDiskUsage)
+	go s.every(time.Minute, s.collectGarbage)
 	return s, nil
 }
 
@@ -244,38 +244,29 @@ func (s *Store) updateDiskUsage() {
 	s.full.Store(s.opts.MaxDiskBytes > 0 && total >= s.opts.MaxDiskBytes)
 }
 
-func (s *Store) diskLoop() {
+// every runs fn every d until Close.
+func (s *Store) every(d time.Duration, fn func()) {
 	defer s.wg.Done()
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
-			s.updateDiskUsage()
+			fn()
 		}
 	}
 }
 
-// gcLoop reclaims value-log space in the background. Small values live in
-// the LSM tree and come back through compaction; this covers large ones.
-func (s *Store) gcLoop() {
-	defer s.wg.Done()
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
+// collectGarbage reclaims value-log space: event records above the value
+// threshold live there; smaller ones come back through LSM compactions.
+func (s *Store) collectGarbage() {
+	for s.db.RunValueLogGC(0.5) == nil {
 		select {
 		case <-s.stop:
 			return
-		case <-t.C:
-			for s.db.RunValueLogGC(0.5) == nil {
-				select {
-				case <-s.stop:
-					return
-				default:
-				}
-			}
+		default:
 		}
 	}
 }
