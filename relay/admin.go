@@ -59,6 +59,13 @@ type deadLetterView struct {
 func (r *Relay) handleAdmin(ctx *fasthttp.RequestCtx) {
 	path := string(ctx.Path())
 	switch path {
+	case "/metrics", "/healthz", "/readyz":
+		if !ctx.IsGet() && !ctx.IsHead() {
+			writeError(ctx, notAllowed(fasthttp.MethodGet))
+			return
+		}
+	}
+	switch path {
 	case "/metrics":
 		ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
 		r.metrics.write(ctx)
@@ -160,16 +167,9 @@ func (r *Relay) admin(ctx *fasthttp.RequestCtx, p []string) (any, *httpError) {
 			if e := want("POST"); e != nil {
 				return nil, e
 			}
-			dls, err := r.store.DeadLetters(s.cfg.ID, 0)
+			ids, err := r.replayAll(s)
 			if err != nil {
 				return nil, r.adminStoreError(err)
-			}
-			ids := make([]string, 0, len(dls))
-			for _, dl := range dls {
-				if err := r.replay(dl.ID); err != nil {
-					return nil, r.adminStoreError(err)
-				}
-				ids = append(ids, dl.ID)
 			}
 			return map[string]any{"replayed": len(ids), "batch_ids": ids}, nil
 		}
@@ -240,19 +240,60 @@ func (r *Relay) replay(id string) error {
 	if s == nil {
 		return errors.New("its subscriber is no longer configured")
 	}
-	b, err := r.store.Replay(id)
-	if err != nil {
+	if _, err := r.store.Replay(id); err != nil {
 		return err
 	}
 	s.dead.Add(-1)
+	return r.deliverReplayed(s.cfg.ID, []string{id})
+}
+
+// replayAll puts every dead letter of s back into delivery, a page at a
+// time, and returns their ids.
+func (r *Relay) replayAll(s *subscriber) ([]string, error) {
+	var ids []string
+	for {
+		page, err := r.store.DeadLetters(s.cfg.ID, 100)
+		if err != nil || len(page) == 0 {
+			if len(ids) > 0 {
+				err = errors.Join(err, r.deliverReplayed(s.cfg.ID, ids))
+			}
+			return ids, err
+		}
+		for _, dl := range page {
+			if _, err := r.store.Replay(dl.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return ids, errors.Join(err, r.deliverReplayed(s.cfg.ID, ids))
+			}
+			s.dead.Add(-1)
+			ids = append(ids, dl.ID)
+		}
+	}
+}
+
+// deliverReplayed hands replayed batches, now stored as pending, to their
+// subscriber one at a time as its window allows, from one goroutine, so a
+// replay of many holds no more than the window in memory. If shutdown
+// comes first they stay stored and are delivered after the restart.
+func (r *Relay) deliverReplayed(sub string, ids []string) error {
+	r.bgMu.Lock()
+	if r.closing.Load() {
+		r.bgMu.Unlock()
+		return storage.ErrClosed
+	}
 	r.deliver.Add(1)
-	s.active.Add(1)
+	r.bgMu.Unlock()
 	go func() {
 		defer r.deliver.Done()
-		defer s.active.Done()
-		// A stored batch is delivered after a restart if shutdown comes first.
-		if s.acquire() {
-			s.dispatch(b, nil) // its goroutine returns the token
+		for _, id := range ids {
+			s := r.subscriber(sub) // the one in force, should a reload have replaced it
+			if s == nil || !s.acquire() {
+				return
+			}
+			b, err := r.store.GetBatch(id)
+			if err != nil { // delivered meanwhile (a reload recovered it), or storage failing
+				<-s.window
+				continue
+			}
+			s.dispatch(b, nil)
 		}
 	}()
 	return nil

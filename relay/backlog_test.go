@@ -36,17 +36,23 @@ func TestBacklogStaysOnDisk(t *testing.T) {
 		fmt.Fprintf(&body, `{"type":"t","data":%s}`, data)
 	}
 	body.WriteString("]")
-	var peak uint64
+	// The live heap (right after a collection) is what must not grow with
+	// the backlog; the heap in use between collections is up to GOGC
+	// percent above it.
+	var peak, peakInuse uint64
 	sample := func() {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		peak = max(peak, ms.HeapInuse)
+		peakInuse = max(peakInuse, ms.HeapInuse)
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		peak = max(peak, ms.HeapAlloc)
 	}
 	for i := 0; i < total/perRequest; i++ {
 		if a := mustIngest(t, r, "/v1/events", body.String()); a.Accepted != perRequest {
 			t.Fatalf("accepted %d", a.Accepted)
 		}
-		if i%20 == 0 {
+		if i%40 == 0 {
 			sample()
 		}
 	}
@@ -54,12 +60,13 @@ func TestBacklogStaysOnDisk(t *testing.T) {
 	if d := r.subs[0].q.Depth(); d != total {
 		t.Fatalf("queue depth %d, want %d", d, total)
 	}
-	// Badger's memtables (2 x 16 MiB) and caches (2 x 16 MiB) are the
-	// fixed cost; the backlog itself (about 200 MB) must stay on disk.
-	const limit = 150 << 20
-	t.Logf("peak heap in use while %d events (%d MB) queued: %d MB", total, total*len(data)>>20, peak>>20)
+	// Badger's memtables (2 x 16 MiB), index cache (16 MiB) and table
+	// builders are the fixed cost; the backlog itself (about 200 MB) must
+	// stay on disk.
+	const limit = 100 << 20
+	t.Logf("while %d events (%d MB) queued: peak live heap %d MB, peak heap in use %d MB", total, total*len(data)>>20, peak>>20, peakInuse>>20)
 	if peak > limit {
-		t.Fatalf("heap in use reached %d MB with the subscriber down; want under %d MB", peak>>20, limit>>20)
+		t.Fatalf("the live heap reached %d MB with the subscriber down; want under %d MB", peak>>20, limit>>20)
 	}
 
 	s := sink.New(sink.Options{Secrets: []string{testSecret}})

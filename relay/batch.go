@@ -26,16 +26,21 @@ func (s *subscriber) deliver(b *storage.Batch, held *heldBody) {
 	}
 	defer s.untrack(b.ID)
 	for {
-		if wait := time.Until(time.Unix(0, b.NextAttempt)); b.NextAttempt != 0 && wait > 0 {
-			if wait >= parkAfter && !s.cfg.Ordered && !s.draining.Load() {
-				// The retry lane: the batch gives its window slot to fresh
-				// batches while it waits, and takes one again when due.
-				s.park(b.ID, wait)
+		// Not before the batch's next attempt, nor before the time the
+		// subscriber asked for with Retry-After.
+		next := max(b.NextAttempt, s.notBefore.Load())
+		if wait := time.Until(time.Unix(0, next)); next != 0 && wait > 0 {
+			// The retry lane: the batch gives its window slot to fresh
+			// batches while it waits, and takes one again when due.
+			if wait >= parkAfter && !s.cfg.Ordered && s.park(b.ID, wait) {
 				return
 			}
 			if !s.pauseFor(wait) {
 				return
 			}
+		}
+		if s.life.Err() != nil {
+			return // shutting down: no new attempt; the batch stays stored
 		}
 		if !s.waitActive() {
 			return
@@ -54,6 +59,9 @@ func (s *subscriber) deliver(b *storage.Batch, held *heldBody) {
 		}
 		res, ok, wait := s.r.out.attempt(s, b, held.body)
 		if !ok {
+			if s.life.Err() != nil {
+				return
+			}
 			s.metrics.attempt("circuit_open")
 			if !s.pauseFor(wait) {
 				return
@@ -83,17 +91,24 @@ func (s *subscriber) deliver(b *storage.Batch, held *heldBody) {
 			s.split(b)
 			return
 		case pauseSubscriber:
+			s.log.Warn().Str("batch_id", b.ID).Int("attempt", b.Attempts).Int("status", res.status).
+				Str("error", d.reason).Str("next_attempt_in", "after resume").Msg("delivery failed")
 			if err := s.pause(d.reason); err != nil {
 				s.log.Error().Err(err).Msg("cannot store pause")
 			}
 			b.NextAttempt = 0
 		case retryLater:
 			b.NextAttempt = now.Add(d.wait).UnixNano()
+			if res.retryAfter > 0 {
+				// Retry-After speaks for the subscriber, not this batch:
+				// its other batches wait too.
+				s.holdUntil(b.NextAttempt)
+			}
 			s.logFailure(s.log.Warn().Str("batch_id", b.ID).Int("attempt", b.Attempts).
-				Int("status", res.status).Str("error", d.reason).Dur("next_attempt_in", d.wait), "delivery failed")
+				Int("status", res.status).Str("error", d.reason).Str("next_attempt_in", d.wait.String()), "delivery failed")
 		}
-		if err := s.r.store.UpdateBatch(b); err != nil && !errors.Is(err, storage.ErrClosed) {
-			s.logFailure(s.log.Error().Err(err).Str("batch_id", b.ID), "cannot store delivery state")
+		if !s.persist(b.ID, "cannot store delivery state", func() error { return s.r.store.UpdateBatch(b) }) {
+			return
 		}
 		if s.life.Err() != nil {
 			return // shutting down: the batch is stored; it is retried after a restart
@@ -125,11 +140,8 @@ func (s *subscriber) load(b *storage.Batch) (*heldBody, error) {
 }
 
 func (s *subscriber) delivered(b *storage.Batch, h *heldBody, now time.Time) {
-	if err := s.r.store.Ack(b); err != nil {
-		// Delivered but not forgotten: it will be delivered again after a
-		// restart (at least once), with the same id.
-		s.logFailure(s.log.Error().Err(err).Str("batch_id", b.ID), "cannot remove delivered batch")
-		return
+	if !s.persist(b.ID, "cannot remove delivered batch", func() error { return s.r.store.Ack(b) }) {
+		return // shutting down: delivered again after the restart, same id
 	}
 	s.metrics.batchesDelivered.Inc()
 	s.metrics.eventsDelivered.Add(len(b.Seqs))
@@ -141,24 +153,24 @@ func (s *subscriber) delivered(b *storage.Batch, h *heldBody, now time.Time) {
 func (s *subscriber) deadLetter(b *storage.Batch, reason string, now time.Time) {
 	b.FailedAt = now.UnixNano()
 	b.LastError = reason
-	if err := s.r.store.DeadLetter(b); err != nil {
-		s.logFailure(s.log.Error().Err(err).Str("batch_id", b.ID), "cannot dead-letter batch")
+	if !s.persist(b.ID, "cannot dead-letter batch", func() error { return s.r.store.DeadLetter(b) }) {
 		return
 	}
 	s.metrics.deadLetters.Inc()
 	s.dead.Add(1)
 	s.log.Warn().Str("batch_id", b.ID).Int("attempt", b.Attempts).Int("status", b.LastStatus).
-		Str("error", reason).Int("events", len(b.Seqs)).Msg("batch dead-lettered")
+		Str("error", reason).Str("next_attempt_in", "never").Int("events", len(b.Seqs)).Msg("batch dead-lettered")
 }
 
 // split replaces b by its two halves, delivered one after the other.
 func (s *subscriber) split(b *storage.Batch) {
-	halves, err := s.r.store.Split(b)
-	if err != nil {
-		s.logFailure(s.log.Error().Err(err).Str("batch_id", b.ID), "cannot split batch")
+	var halves [2]*storage.Batch
+	if !s.persist(b.ID, "cannot split batch", func() (err error) { halves, err = s.r.store.Split(b); return err }) || halves[0] == nil {
 		return
 	}
-	s.log.Info().Str("batch_id", b.ID).Int("events", len(b.Seqs)).Msg("subscriber answered 413: batch split in two")
+	s.log.Warn().Str("batch_id", b.ID).Int("attempt", b.Attempts).Int("status", b.LastStatus).
+		Str("error", "subscriber answered 413: batch split in two").Str("next_attempt_in", "0s (as its halves)").
+		Int("events", len(b.Seqs)).Msg("delivery failed")
 	for _, h := range halves {
 		if s.life.Err() != nil {
 			return
@@ -249,13 +261,28 @@ type parked struct {
 // park schedules batch id to be delivered again after wait, outside the
 // window. At shutdown nothing is parked: the batch stays stored and is
 // delivered after the restart.
-func (s *subscriber) park(id string, wait time.Duration) {
+//
+// park reports false, parking nothing, when the lane is full (as many
+// batches as the window holds: formed batches stay bounded), stopped, or
+// the subscriber is draining.
+func (s *subscriber) park(id string, wait time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.parkStopped {
-		return
+	if s.parkStopped || s.draining.Load() || len(s.parked) >= cap(s.window) {
+		return false
 	}
 	s.parked[id] = parked{oldest: s.pending[id], timer: time.AfterFunc(wait, func() { s.unpark(id) })}
+	return true
+}
+
+// holdUntil keeps every attempt to the subscriber back until t (unix nanos).
+func (s *subscriber) holdUntil(t int64) {
+	for {
+		cur := s.notBefore.Load()
+		if cur >= t || s.notBefore.CompareAndSwap(cur, t) {
+			return
+		}
+	}
 }
 
 // unpark delivers a parked batch that is due.
@@ -321,5 +348,25 @@ func (s *subscriber) stopParked() {
 	for id, p := range s.parked {
 		p.timer.Stop()
 		delete(s.parked, id)
+	}
+}
+
+// persist runs a storage step of a batch's life until it succeeds, retrying
+// every second: a batch is never left without a goroutine to carry it. It
+// reports false at shutdown (the batch stays stored as it was) and true
+// when the step succeeded or the batch is already gone.
+func (s *subscriber) persist(id, what string, step func() error) bool {
+	for {
+		err := step()
+		switch {
+		case err == nil || errors.Is(err, storage.ErrNotFound):
+			return true
+		case errors.Is(err, storage.ErrClosed):
+			return false
+		}
+		s.logFailure(s.log.Error().Err(err).Str("batch_id", id), what)
+		if !s.pauseFor(time.Second) {
+			return false
+		}
 	}
 }

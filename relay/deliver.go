@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,9 +28,10 @@ type outbound struct {
 	global chan struct{} // one token per request in flight
 	ua     string
 
-	mu    sync.Mutex
-	hosts map[string]*host
-	conns map[net.Conn]struct{} // open connections, cut by abort
+	mu      sync.Mutex
+	hosts   map[string]*host
+	conns   map[net.Conn]struct{} // open connections, cut by abort
+	aborted atomic.Bool
 }
 
 func newOutbound(r *Relay) *outbound {
@@ -147,7 +149,8 @@ func (h *host) circuit() circuitState {
 
 // attempt POSTs body to s once, within the global and per-host limits, and
 // counts it in b.Attempts. ok is false when the breaker kept the request
-// back (no attempt is used up); wait says for how long.
+// back (no attempt is used up; wait says for how long) or shutdown came
+// while it waited for a slot.
 func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res result, ok bool, wait time.Duration) {
 	cb := &o.r.cfg.Delivery.CircuitBreaker
 	if ok, wait := s.host.allow(time.Now(), cb.OpenDuration); !ok {
@@ -155,8 +158,17 @@ func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res re
 	}
 	// The host's slot first: a batch waiting for a slow host must not hold
 	// one of the global slots other hosts need.
-	s.host.sem <- struct{}{}
-	o.global <- struct{}{}
+	select {
+	case s.host.sem <- struct{}{}:
+	case <-s.life.Done():
+		return result{}, false, 0
+	}
+	select {
+	case o.global <- struct{}{}:
+	case <-s.life.Done():
+		<-s.host.sem
+		return result{}, false, 0
+	}
 	b.Attempts++
 	s.inflight.Add(1)
 	o.r.metrics.hostInflight(s.host.addr, 1)
@@ -176,6 +188,9 @@ func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res re
 	err := o.client.DoTimeout(req, resp, o.r.cfg.Delivery.Timeout)
 	now := time.Now()
 	s.metrics.deliveryDuration.Update(now.Sub(start).Seconds())
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) && resp.StatusCode() != 0 {
+		err = nil // the status came; only the answer's body was too long to read
+	}
 	if err != nil {
 		res.err = err
 	} else {
@@ -199,6 +214,9 @@ func (o *outbound) dial(addr string) (net.Conn, error) {
 	d := net.Dialer{Timeout: o.r.cfg.Delivery.Timeout}
 	if !o.r.cfg.Delivery.AllowPrivateNetworks {
 		d.Control = refusePrivate
+	}
+	if o.aborted.Load() {
+		return nil, errors.New("delivery is shutting down")
 	}
 	c, err := d.DialContext(context.Background(), "tcp", addr)
 	if err != nil {
@@ -270,8 +288,10 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// abort cuts every open connection, failing the requests in flight.
+// abort cuts every open connection, failing the requests in flight, and
+// refuses new ones.
 func (o *outbound) abort() {
+	o.aborted.Store(true)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for c := range o.conns {

@@ -106,7 +106,8 @@ var (
 // at all.
 func (r *Relay) ingest(ctx *fasthttp.RequestCtx, now time.Time) *httpError {
 	var target *subscriber
-	rt := r.routes.Load()
+	rt := r.currentRoutes()
+	defer rt.mu.RUnlock()
 	path := ctx.Path()
 	switch {
 	case bytes.Equal(path, pathEvents):

@@ -121,8 +121,15 @@ func newSubMetrics(m *relayMetrics, s *subscriber) *subMetrics {
 	for r := batcher.Events; r <= batcher.Shutdown; r++ {
 		sm.flushes[r] = m.set.GetOrCreateCounter(fmt.Sprintf(`hookbatch_batches_flushed_total{subscriber=%q,reason=%q}`, id, r))
 	}
+	// Gauges read the subscriber in force: a reload may replace s.
+	r := s.r
 	m.set.GetOrCreateGauge(name("hookbatch_queue_events"), func() float64 { return float64(s.q.Depth()) })
-	m.set.GetOrCreateGauge(name("hookbatch_oldest_event_age_seconds"), func() float64 { return s.oldestAge(time.Now()).Seconds() })
+	m.set.GetOrCreateGauge(name("hookbatch_oldest_event_age_seconds"), func() float64 {
+		if cur := r.subscriber(id); cur != nil {
+			return cur.oldestAge(time.Now()).Seconds()
+		}
+		return 0
+	})
 	return sm
 }
 

@@ -46,6 +46,11 @@ type Relay struct {
 	ingestLn, adminLn   net.Listener
 
 	closing atomic.Bool
+	// bgMu orders the start of background deliveries (replays) with Close:
+	// none starts once closing is set.
+	bgMu sync.Mutex
+	// claims holds the ids of the batches being delivered.
+	claims sync.Map
 
 	// life ends when shutdown begins: loops stop forming batches and
 	// deliveries stop waiting for their next attempt.
@@ -74,7 +79,9 @@ func New(cfg config.Config, log zerolog.Logger, version string) (*Relay, error) 
 		MaxRequestBytes: int(cfg.Ingest.MaxBodyBytes),
 		// Each event writes its record, a dedup key, a reference count
 		// and one queue entry per subscriber.
-		MaxRequestEntries: cfg.Ingest.MaxEventsPerRequest * (3 + len(cfg.Subscribers)),
+		// Room for 8 subscribers at least, so that a reload adding some
+		// does not make valid requests too large.
+		MaxRequestEntries: cfg.Ingest.MaxEventsPerRequest * (3 + max(len(cfg.Subscribers), 8)),
 		Logger:            log,
 	})
 	if err != nil {
@@ -104,6 +111,22 @@ func New(cfg config.Config, log zerolog.Logger, version string) (*Relay, error) 
 type routes struct {
 	list []*subscriber
 	byID map[string]*subscriber
+	// mu is read-locked by each ingest request for as long as it routes
+	// and stores with these routes; Reload write-locks a replaced table to
+	// wait for them.
+	mu sync.RWMutex
+}
+
+// currentRoutes read-locks and returns the routes in force.
+func (r *Relay) currentRoutes() *routes {
+	for {
+		rt := r.routes.Load()
+		rt.mu.RLock()
+		if r.routes.Load() == rt {
+			return rt
+		}
+		rt.mu.RUnlock() // replaced meanwhile: use the new table
+	}
 }
 
 // publishLocked makes the active (not draining) subscribers ingest's routes.
@@ -234,12 +257,11 @@ func (r *Relay) Close(ctx context.Context) error {
 
 func (r *Relay) close(ctx context.Context) error {
 	var errs []error
+	// Ingest answers 503 with Retry-After from here on, while deliveries
+	// drain; its listener closes last, once nothing else is running.
+	r.bgMu.Lock()
 	r.closing.Store(true)
-	if r.ingestLn != nil {
-		if err := r.ingestSrv.ShutdownWithContext(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("ingest shutdown: %w", err))
-		}
-	}
+	r.bgMu.Unlock()
 	r.stopLife()
 	for _, s := range r.subscribers() {
 		s.stopParked()
@@ -255,10 +277,16 @@ func (r *Relay) close(ctx context.Context) error {
 		<-done
 	}
 	r.out.close()
-	if r.adminLn != nil {
+	for _, srv := range []struct {
+		s  *fasthttp.Server
+		ln net.Listener
+	}{{r.ingestSrv, r.ingestLn}, {r.adminSrv, r.adminLn}} {
+		if srv.ln == nil {
+			continue
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		if err := r.adminSrv.ShutdownWithContext(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			errs = append(errs, fmt.Errorf("admin shutdown: %w", err))
+		if err := srv.s.ShutdownWithContext(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			errs = append(errs, fmt.Errorf("shutdown of %s: %w", srv.ln.Addr(), err))
 		}
 		cancel()
 	}

@@ -3,7 +3,6 @@ package relay
 import (
 	"reflect"
 	"slices"
-	"time"
 
 	"github.com/hookbatch/hookbatch/config"
 	"github.com/hookbatch/hookbatch/storage"
@@ -55,21 +54,30 @@ func (r *Relay) Reload(cfg config.Config) error {
 		newIDs[sc.ID] = true
 	}
 
-	// Removed subscribers drain: no new events from here on.
+	// Removed subscribers drain: no new events from here on. Once the
+	// ingest requests still routing with the old table are done, nothing
+	// more can reach their queues, and they may finish when empty.
+	var removed []*subscriber
 	r.subsMu.Lock()
 	for _, s := range r.subs {
 		if !newIDs[s.cfg.ID] && !s.draining.Load() {
-			s.drainFrom = time.Now()
 			s.draining.Store(true)
-			s.q.Wake() // its loop may be waiting for events that will not come
-			s.unparkAll()
-			r.log.Info().Str("subscriber", s.cfg.ID).Int64("queued_events", s.q.Depth()).
-				Msg("reload: subscriber removed; delivering its queued events, then it goes")
-			go r.retire(s)
+			removed = append(removed, s)
 		}
 	}
+	oldRoutes := r.routes.Load()
 	r.publishLocked()
 	r.subsMu.Unlock()
+	oldRoutes.mu.Lock() // waits for the requests that still use the old routes
+	oldRoutes.mu.Unlock()
+	for _, s := range removed {
+		s.drainable.Store(true)
+		s.q.Wake() // its loop may be waiting for events that will not come
+		s.unparkAll()
+		r.log.Info().Str("subscriber", s.cfg.ID).Int64("queued_events", s.q.Depth()).
+			Msg("reload: subscriber removed; delivering its queued events, then it goes")
+		go r.retire(s)
+	}
 
 	// Changed subscribers stop before their replacements start, so no batch
 	// is ever delivered by both.
@@ -78,9 +86,15 @@ func (r *Relay) Reload(cfg config.Config) error {
 		s.stopParked()
 		s.active.Wait()
 	}
+	// The replaced subscribers are stopped: from here on Reload carries
+	// through. A read failure only delays stored batches to the restart.
 	pending, err := r.store.Batches()
 	if err != nil {
-		return err
+		r.log.Error().Err(err).Msg("reload: cannot read stored batches; they are delivered after a restart")
+	}
+	dead, err := r.store.DeadLetterCounts()
+	if err != nil {
+		r.log.Error().Err(err).Msg("reload: cannot count dead letters")
 	}
 	r.subsMu.Lock()
 	for _, s := range fresh {
@@ -93,6 +107,7 @@ func (r *Relay) Reload(cfg config.Config) error {
 		if paused, ok := r.pausedReason(s.cfg.ID); ok {
 			s.setPausedLocked(paused)
 		}
+		s.dead.Store(int64(dead[s.cfg.ID]))
 		var mine []*storage.Batch
 		for _, b := range pending {
 			if b.Subscriber == s.cfg.ID {

@@ -38,10 +38,13 @@ type subscriber struct {
 	stop      context.CancelFunc
 	active    sync.WaitGroup
 	draining  atomic.Bool // removed by a reload: delivers its backlog, takes no new events
-	drainFrom time.Time   // set before draining
+	drainable atomic.Bool // draining, and no ingest request can reach its queue any more
 
 	inflight atomic.Int64 // requests in flight
 	dead     atomic.Int64 // dead letters stored
+	// notBefore holds every attempt back until then (unix nanos): set by a
+	// Retry-After on 429 or 503.
+	notBefore atomic.Int64
 
 	mu          sync.Mutex
 	paused      bool
@@ -52,7 +55,8 @@ type subscriber struct {
 	parkStopped bool
 
 	logMu      sync.Mutex
-	lastLog    time.Time
+	lastLog    time.Time // start of the current second of logging
+	logged     int       // lines logged in it
 	suppressed int
 
 	metrics *subMetrics
@@ -115,8 +119,7 @@ func (s *subscriber) run(recovered []*storage.Batch) {
 		return 0
 	})
 	for _, b := range recovered {
-		if wait := time.Until(time.Unix(0, b.NextAttempt)); !s.cfg.Ordered && wait >= parkAfter {
-			s.park(b.ID, wait)
+		if wait := time.Until(time.Unix(0, b.NextAttempt)); !s.cfg.Ordered && wait >= parkAfter && s.park(b.ID, wait) {
 			continue
 		}
 		if !s.acquire() {
@@ -138,10 +141,13 @@ func (s *subscriber) run(recovered []*storage.Batch) {
 			return
 		}
 		formed := []formedBatch{s.form(reason)}
+		events := len(formed[0].b.Seqs)
 		// Under a backlog the next batches are full at once: form them
-		// too, as far as the window allows, and store them all in one
-		// commit instead of one commit each.
-		for (reason == batcher.Events || reason == batcher.Bytes) && len(formed) < maxFormed && s.tryAcquire() {
+		// too, as far as the window and one transaction allow, and store
+		// them all in one commit instead of one commit each.
+		budget := s.r.store.MaxBatchEvents()
+		for (reason == batcher.Events || reason == batcher.Bytes) && len(formed) < maxFormed &&
+			events+s.cfg.Batch.MaxEvents <= budget && s.tryAcquire() {
 			if err := s.readMore(&cursor); err != nil {
 				<-s.window
 				break
@@ -151,6 +157,7 @@ func (s *subscriber) run(recovered []*storage.Batch) {
 				break
 			}
 			formed = append(formed, s.form(reason))
+			events += len(formed[len(formed)-1].b.Seqs)
 		}
 		if !s.store(formed) {
 			s.b.Reset()
@@ -175,15 +182,17 @@ func (s *subscriber) tryAcquire() bool {
 	}
 }
 
-// drained reports whether a removed subscriber has nothing left to batch.
-// It waits a moment after the removal for ingest requests that were
-// already routed to it.
+// drained reports whether a removed subscriber may stop once its open
+// batch and queue are empty.
 func (s *subscriber) drained() bool {
-	return s.draining.Load() && time.Since(s.drainFrom) > time.Second
+	return s.drainable.Load()
 }
 
 // acquire takes a window token, or reports false at shutdown.
 func (s *subscriber) acquire() bool {
+	if s.life.Err() != nil {
+		return false
+	}
 	select {
 	case s.window <- struct{}{}:
 		return true
@@ -213,11 +222,8 @@ func (s *subscriber) fill(cursor *uint64, timer *time.Timer) batcher.Reason {
 			}
 			timer.Reset(d)
 		}
-		if s.b.Len() == 0 && s.draining.Load() {
-			if s.drained() {
-				return batcher.None
-			}
-			timer.Reset(250 * time.Millisecond) // look again when the grace period is over
+		if s.b.Len() == 0 && s.drained() {
+			return batcher.None
 		}
 		select {
 		case <-s.q.Notify():
@@ -317,12 +323,19 @@ func (s *subscriber) store(formed []formedBatch) bool {
 
 // dispatch delivers b in its own goroutine, which returns the window token
 // when b is finished. held may be nil: the body is then read from storage.
+// A batch another goroutine is already delivering (a replay racing a
+// reload's recovery) is not delivered twice at once.
 func (s *subscriber) dispatch(b *storage.Batch, held *heldBody) {
+	if _, busy := s.r.claims.LoadOrStore(b.ID, struct{}{}); busy {
+		<-s.window
+		return
+	}
 	s.r.deliver.Add(1)
 	s.active.Add(1)
 	go func() {
 		defer s.r.deliver.Done()
 		defer s.active.Done()
+		defer s.r.claims.Delete(b.ID)
 		defer func() { <-s.window }()
 		s.deliver(b, held)
 	}()
@@ -340,22 +353,29 @@ func (s *subscriber) pauseFor(d time.Duration) bool {
 	}
 }
 
-// logFailure logs at most one line a second per subscriber, saying how many
-// were held back since the last.
+// logFailure logs failures of one subscriber: every one while they are
+// few, then at most logBurst a second, each saying how many were held back.
 func (s *subscriber) logFailure(e *zerolog.Event, msg string) {
 	s.logMu.Lock()
 	now := time.Now()
-	if now.Sub(s.lastLog) < time.Second {
+	if now.Sub(s.lastLog) >= time.Second {
+		s.lastLog, s.logged = now, 0
+	}
+	if s.logged >= logBurst {
 		s.suppressed++
 		s.logMu.Unlock()
 		e.Discard()
 		return
 	}
+	s.logged++
 	n := s.suppressed
-	s.lastLog, s.suppressed = now, 0
+	s.suppressed = 0
 	s.logMu.Unlock()
 	if n > 0 {
 		e = e.Int("suppressed", n)
 	}
 	e.Msg(msg)
 }
+
+// logBurst is how many failure lines a subscriber logs a second.
+const logBurst = 20

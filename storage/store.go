@@ -166,6 +166,10 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
+// MaxBatchEvents is the most events CreateBatches takes in one call (each
+// event is one queue entry to delete in its transaction).
+func (s *Store) MaxBatchEvents() int { return int(s.w.maxCount) - 64 }
+
 // DiskBytes is the size of the data directory, refreshed every second.
 func (s *Store) DiskBytes() int64 { return s.diskBytes.Load() }
 

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/hookbatch/hookbatch/config"
 )
@@ -19,7 +20,10 @@ func check(args []string, out io.Writer) int {
 		return 2
 	}
 	if *path == "" {
-		fmt.Fprintln(out, "hookbatch check: -config FILE is required")
+		*path = os.Getenv("HOOKBATCH_CONFIG")
+	}
+	if *path == "" {
+		fmt.Fprintln(out, "hookbatch check: -config FILE (or $HOOKBATCH_CONFIG) is required")
 		return 2
 	}
 	cfg, err := config.Load(*path)
