@@ -310,6 +310,7 @@ func (o *outbound) close() {
 
 // buildRequest writes the batch POST of DESIGN §6 into req.
 func (s *subscriber) buildRequest(req *fasthttp.Request, b *storage.Batch, body []byte, ua string, now time.Time) {
+	req.Header.DisableNormalizing() // header names go out as DESIGN §6 writes them
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.SetRequestURI(s.cfg.URL)
 	h := &req.Header
