@@ -268,7 +268,11 @@ type parked struct {
 func (s *subscriber) park(id string, wait time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.parkStopped || s.draining.Load() || len(s.parked) >= cap(s.window) {
+	if s.parkStopped || s.draining.Load() {
+		return false
+	}
+	if len(s.parked) >= cap(s.window) {
+		s.r.metrics.limitWaits[limitRetryLane].Inc()
 		return false
 	}
 	s.parked[id] = parked{oldest: s.pending[id], timer: time.AfterFunc(wait, func() { s.unpark(id) })}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/hookbatch/hookbatch/storage"
 	"github.com/valyala/fasthttp"
 )
@@ -158,14 +159,10 @@ func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res re
 	}
 	// The host's slot first: a batch waiting for a slow host must not hold
 	// one of the global slots other hosts need.
-	select {
-	case s.host.sem <- struct{}{}:
-	case <-s.life.Done():
+	if !take(s.host.sem, s.life, o.r.metrics.limitWaits[limitHost]) {
 		return result{}, false, 0
 	}
-	select {
-	case o.global <- struct{}{}:
-	case <-s.life.Done():
+	if !take(o.global, s.life, o.r.metrics.limitWaits[limitGlobal]) {
 		<-s.host.sem
 		return result{}, false, 0
 	}
@@ -331,4 +328,21 @@ func (s *subscriber) buildRequest(req *fasthttp.Request, b *storage.Batch, body 
 		h.Set(k, v)
 	}
 	req.SetBodyRaw(body)
+}
+
+// take puts a token in sem, counting in waits each time the bound is hit
+// (sem full), or reports false when life ends first.
+func take(sem chan struct{}, life context.Context, waits *metrics.Counter) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	default:
+	}
+	waits.Inc()
+	select {
+	case sem <- struct{}{}:
+		return true
+	case <-life.Done():
+		return false
+	}
 }

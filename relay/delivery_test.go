@@ -812,6 +812,9 @@ func TestSlowHostIsolation(t *testing.T) {
 		if m := slow.maxOpen.Load(); m > int64(perHost) {
 			t.Errorf("slow server had %d requests open at once, per_host_concurrency is %d", m, perHost)
 		}
+		if v := metricValue(t, r, `hookbatch_limit_waits_total{limit="host_concurrency"}`); v < 1 {
+			t.Errorf("batches waited on the slow host's limit, but the count is %v", v)
+		}
 		slow.Release()
 		waitFor(t, 15*time.Second, "the slow subscriber's events", func() bool {
 			return metricValue(t, r, `hookbatch_events_delivered_total{subscriber="slow"}`) == 10

@@ -30,13 +30,29 @@ type relayMetrics struct {
 
 	mu       sync.Mutex
 	inflight map[string]*atomic.Int64
+
+	// limitWaits counts each time a bound made a delivery wait.
+	limitWaits [limitRetryLane + 1]*metrics.Counter
 }
+
+// The bounds counted in hookbatch_limit_waits_total{limit}.
+const (
+	limitGlobal    = iota // delivery.concurrency
+	limitHost             // delivery.per_host_concurrency
+	limitWindow           // a subscriber's formed batches (2 x per_host_concurrency, 1 when ordered)
+	limitRetryLane        // a subscriber's batches waiting for a retry outside the window
+)
+
+var limitNames = [...]string{"global_concurrency", "host_concurrency", "subscriber_window", "retry_lane"}
 
 func newRelayMetrics(r *Relay) *relayMetrics {
 	m := &relayMetrics{set: metrics.NewSet(), inflight: make(map[string]*atomic.Int64)}
 	m.ingestDuration = lazyHist{set: m.set, name: "hookbatch_ingest_duration_seconds", buckets: latencyBuckets}
 	m.duplicates = m.set.NewCounter("hookbatch_events_duplicate_total")
 	m.set.NewGauge("hookbatch_storage_bytes", func() float64 { return float64(r.store.DiskBytes()) })
+	for i, name := range limitNames {
+		m.limitWaits[i] = m.set.NewCounter(fmt.Sprintf(`hookbatch_limit_waits_total{limit=%q}`, name))
+	}
 	for _, code := range []int{202, 400, 401, 403, 404, 405, 413, 415, 422, 429, 503} {
 		m.ingestCounter(code)
 	}

@@ -123,6 +123,10 @@ func TestMetricsRegisteredAtZero(t *testing.T) {
 		`hookbatch_dead_letter_batches_total{subscriber="a"}`,
 		`hookbatch_events_duplicate_total`,
 		`hookbatch_circuit_open{host="127.0.0.1:1"}`,
+		`hookbatch_limit_waits_total{limit="global_concurrency"}`,
+		`hookbatch_limit_waits_total{limit="host_concurrency"}`,
+		`hookbatch_limit_waits_total{limit="subscriber_window"}`,
+		`hookbatch_limit_waits_total{limit="retry_lane"}`,
 	} {
 		if v := metricValue(t, r, series); v != 0 {
 			t.Errorf("%s = %v at start, want 0", series, v)

@@ -193,12 +193,7 @@ func (s *subscriber) acquire() bool {
 	if s.life.Err() != nil {
 		return false
 	}
-	select {
-	case s.window <- struct{}{}:
-		return true
-	case <-s.life.Done():
-		return false
-	}
+	return take(s.window, s.life, s.r.metrics.limitWaits[limitWindow])
 }
 
 // fill reads queued events into the open batch until a flush trigger fires.
