@@ -68,7 +68,9 @@ func (r *Relay) Reload(cfg config.Config) error {
 	oldRoutes := r.routes.Load()
 	r.publishLocked()
 	r.subsMu.Unlock()
-	oldRoutes.mu.Lock() // waits for the requests that still use the old routes
+	// Taking the lock is the wait: for the requests still using the old routes.
+	oldRoutes.mu.Lock()
+	//lint:ignore SA2001 nothing to do under the lock; acquiring it was the point
 	oldRoutes.mu.Unlock()
 	for _, s := range removed {
 		s.drainable.Store(true)

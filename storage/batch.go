@@ -43,11 +43,6 @@ func queuePrefix(sub string) []byte {
 	return append(k, 0)
 }
 
-func appendDedupKey(dst, id []byte) []byte {
-	dst = append(dst, 'd')
-	return append(dst, id...)
-}
-
 func (b *Batch) marshal(dst []byte) []byte {
 	dst = append(dst, batchVersion)
 	dst = appendString(dst, b.ID)

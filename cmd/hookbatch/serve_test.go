@@ -35,13 +35,6 @@ type relayProc struct {
 	log    *strings.Builder
 }
 
-// logged reports whether the subprocess's log has a line containing s.
-func (p *relayProc) logged(s string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Contains(p.log.String(), s)
-}
-
 func (p *relayProc) logText() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
