@@ -79,6 +79,11 @@ func (s *subscriber) deliver(b *storage.Batch, held *heldBody) {
 			b.LastError = res.err.Error()
 		}
 		d := decide(&s.r.cfg.Delivery.Retry, b, res, now, jitterRand)
+		if d.verdict == retryLater && res.retryAfter > 0 {
+			// Retry-After speaks for the subscriber, not this batch: its
+			// other batches wait too.
+			s.holdUntil(now.Add(d.wait).UnixNano())
+		}
 		s.metrics.attempt(d.outcome)
 		switch d.verdict {
 		case delivered:
@@ -99,11 +104,6 @@ func (s *subscriber) deliver(b *storage.Batch, held *heldBody) {
 			b.NextAttempt = 0
 		case retryLater:
 			b.NextAttempt = now.Add(d.wait).UnixNano()
-			if res.retryAfter > 0 {
-				// Retry-After speaks for the subscriber, not this batch:
-				// its other batches wait too.
-				s.holdUntil(b.NextAttempt)
-			}
 			s.logFailure(s.log.Warn().Str("batch_id", b.ID).Int("attempt", b.Attempts).
 				Int("status", res.status).Str("error", d.reason).Str("next_attempt_in", d.wait.String()), "delivery failed")
 		}

@@ -59,7 +59,10 @@ func TestRetryAfterHoldsTheSubscriber(t *testing.T) {
 	cfg.Delivery.Retry.MaxBackoff = 10 * time.Second
 	r := startRelay(t, cfg)
 	mustIngest(t, r, "/v1/events", `{"type":"t","data":0}`)
-	waitFor(t, 5*time.Second, "the 429", func() bool { mu.Lock(); defer mu.Unlock(); return len(times) == 1 })
+	// Once the relay has taken the 429 in (not merely once it was sent).
+	waitFor(t, 5*time.Second, "the 429 processed", func() bool {
+		return metricValue(t, r, `hookbatch_delivery_attempts_total{subscriber="limited",outcome="retry"}`) == 1
+	})
 	for i := 1; i <= 20; i++ {
 		mustIngest(t, r, "/v1/events", fmt.Sprintf(`{"type":"t","data":%d}`, i))
 	}
