@@ -155,12 +155,46 @@ func (r *Relay) subscribers() []*subscriber {
 	return slices.Clone(r.subs)
 }
 
-func (r *Relay) addSubscribers() error {
-	paused, err := r.store.Paused()
-	if err != nil {
-		return err
+// stored is what storage holds about subscribers, read at start and at
+// each reload: pauses, dead-letter counts and batches awaiting delivery.
+type stored struct {
+	paused  map[string]string
+	dead    map[string]int
+	batches map[string][]*storage.Batch
+	total   int // batches awaiting delivery
+}
+
+func (r *Relay) loadStored() (stored, error) {
+	var st stored
+	var err error
+	if st.paused, err = r.store.Paused(); err != nil {
+		return st, err
 	}
-	dead, err := r.store.DeadLetterCounts()
+	if st.dead, err = r.store.DeadLetterCounts(); err != nil {
+		return st, err
+	}
+	pending, err := r.store.Batches()
+	if err != nil {
+		return st, err
+	}
+	st.total = len(pending)
+	st.batches = make(map[string][]*storage.Batch)
+	for _, b := range pending {
+		st.batches[b.Subscriber] = append(st.batches[b.Subscriber], b)
+	}
+	return st, nil
+}
+
+// restore gives s its stored pause and dead-letter count.
+func (st stored) restore(s *subscriber) {
+	if reason, ok := st.paused[s.cfg.ID]; ok {
+		s.setPausedLocked(reason)
+	}
+	s.dead.Store(int64(st.dead[s.cfg.ID]))
+}
+
+func (r *Relay) addSubscribers() error {
+	st, err := r.loadStored()
 	if err != nil {
 		return err
 	}
@@ -169,10 +203,7 @@ func (r *Relay) addSubscribers() error {
 		if err != nil {
 			return err
 		}
-		if reason, ok := paused[s.cfg.ID]; ok {
-			s.setPausedLocked(reason)
-		}
-		s.dead.Store(int64(dead[s.cfg.ID]))
+		st.restore(s)
 		r.subs = append(r.subs, s)
 		r.byID[s.cfg.ID] = s
 	}
@@ -199,29 +230,26 @@ func (r *Relay) Start() error {
 		_ = r.ingestLn.Close()
 		return fmt.Errorf("cannot listen on %s: %w", r.cfg.AdminListen, err)
 	}
-	pending, err := r.store.Batches()
+	st, err := r.loadStored()
 	if err != nil {
 		_ = r.ingestLn.Close()
 		_ = r.adminLn.Close()
 		return err
 	}
-	recovered := make(map[string][]*storage.Batch)
-	for _, b := range pending {
-		if _, ok := r.byID[b.Subscriber]; !ok {
-			r.log.Warn().Str("subscriber", b.Subscriber).Str("batch_id", b.ID).
-				Msg("stored batch of a subscriber no longer configured: kept, not delivered")
-			continue
+	for sub, bs := range st.batches {
+		if _, ok := r.byID[sub]; !ok {
+			r.log.Warn().Str("subscriber", sub).Int("batches", len(bs)).
+				Msg("stored batches of a subscriber no longer configured: kept, not delivered")
 		}
-		recovered[b.Subscriber] = append(recovered[b.Subscriber], b)
 	}
 	for _, s := range r.subs {
-		s.start(recovered[s.cfg.ID])
+		s.start(st.batches[s.cfg.ID])
 	}
 	r.servers.Add(2)
 	go r.serve(r.ingestSrv, r.ingestLn)
 	go r.serve(r.adminSrv, r.adminLn)
 	r.log.Info().Str("listen", r.IngestAddr()).Str("admin_listen", r.AdminAddr()).
-		Int("subscribers", len(r.subs)).Int("recovered_batches", len(pending)).Msg("hookbatch started")
+		Int("subscribers", len(r.subs)).Int("recovered_batches", st.total).Msg("hookbatch started")
 	return nil
 }
 

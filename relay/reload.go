@@ -5,7 +5,6 @@ import (
 	"slices"
 
 	"github.com/hookbatch/hookbatch/config"
-	"github.com/hookbatch/hookbatch/storage"
 )
 
 // Reload applies the subscribers of cfg without a restart and without
@@ -90,13 +89,9 @@ func (r *Relay) Reload(cfg config.Config) error {
 	}
 	// The replaced subscribers are stopped: from here on Reload carries
 	// through. A read failure only delays stored batches to the restart.
-	pending, err := r.store.Batches()
+	st, err := r.loadStored()
 	if err != nil {
-		r.log.Error().Err(err).Msg("reload: cannot read stored batches; they are delivered after a restart")
-	}
-	dead, err := r.store.DeadLetterCounts()
-	if err != nil {
-		r.log.Error().Err(err).Msg("reload: cannot count dead letters")
+		r.log.Error().Err(err).Msg("reload: cannot read stored state; stored batches are delivered after a restart")
 	}
 	r.subsMu.Lock()
 	for _, s := range fresh {
@@ -106,16 +101,8 @@ func (r *Relay) Reload(cfg config.Config) error {
 			r.subs = append(r.subs, s)
 		}
 		r.byID[s.cfg.ID] = s
-		if paused, ok := r.pausedReason(s.cfg.ID); ok {
-			s.setPausedLocked(paused)
-		}
-		s.dead.Store(int64(dead[s.cfg.ID]))
-		var mine []*storage.Batch
-		for _, b := range pending {
-			if b.Subscriber == s.cfg.ID {
-				mine = append(mine, b)
-			}
-		}
+		st.restore(s)
+		mine := st.batches[s.cfg.ID]
 		s.start(mine)
 		r.log.Info().Str("subscriber", s.cfg.ID).Int("recovered_batches", len(mine)).Msg("reload: subscriber started")
 	}
@@ -143,13 +130,4 @@ func (r *Relay) retire(s *subscriber) {
 		return
 	}
 	r.log.Info().Str("subscriber", s.cfg.ID).Msg("removed subscriber drained")
-}
-
-func (r *Relay) pausedReason(id string) (string, bool) {
-	paused, err := r.store.Paused()
-	if err != nil {
-		return "", false
-	}
-	reason, ok := paused[id]
-	return reason, ok
 }
