@@ -240,19 +240,11 @@ func checkDelivered(t *testing.T, s *testsink.Sink, acked []string) {
 // load and checks that after a restart every acknowledged event arrives,
 // and that batches formed before the kill keep their ids and contents.
 func TestKill9LosesNothing(t *testing.T) {
-	s := startSink(t)
-	dir := t.TempDir()
-	cfgPath := writeConfig(t, dir, s.URL())
-	p := startServe(t, cfgPath)
-
-	stop := make(chan struct{})
-	wait := load("http://"+p.ingest+"/v1/events", stop)
-	waitFor(t, 30*time.Second, "some events delivered", func() bool { return s.Stats().Events >= 2000 })
-	if err := p.signal(t, syscall.SIGKILL); err == nil {
+	run := stopUnderLoad(t, 2000, syscall.SIGKILL)
+	if run.exit == nil {
 		t.Fatal("a killed process exited cleanly")
 	}
-	close(stop)
-	acked := wait()
+	s, dir, cfgPath, acked := run.sink, run.dir, run.cfgPath, run.acked
 
 	// The batches formed before the kill, as stored.
 	st, err := storage.Open(storage.Options{Dir: filepath.Join(dir, "data"), Logger: zerolog.Nop()})
@@ -288,21 +280,38 @@ func TestKill9LosesNothing(t *testing.T) {
 // TestSIGTERMExitsCleanly stops the relay with SIGTERM under load: it exits
 // 0 and, after a restart, every acknowledged event arrives.
 func TestSIGTERMExitsCleanly(t *testing.T) {
-	s := startSink(t)
-	dir := t.TempDir()
-	cfgPath := writeConfig(t, dir, s.URL())
-	p := startServe(t, cfgPath)
+	run := stopUnderLoad(t, 1000, syscall.SIGTERM)
+	if run.exit != nil {
+		t.Fatalf("SIGTERM: exit %v, want 0\n%s", run.exit, run.log)
+	}
+	startServe(t, run.cfgPath)
+	checkDelivered(t, run.sink, run.acked)
+}
 
+// loadedRun is a relay stopped by a signal under load.
+type loadedRun struct {
+	sink         *testsink.Sink
+	dir, cfgPath string
+	acked        []string // ids the relay acknowledged before it stopped
+	exit         error    // the process's exit
+	log          string
+}
+
+// stopUnderLoad starts a relay delivering to a sink, loads it until the
+// sink has delivered events, sends sig and waits for the process to end.
+func stopUnderLoad(t *testing.T, delivered int64, sig syscall.Signal) loadedRun {
+	t.Helper()
+	run := loadedRun{sink: startSink(t), dir: t.TempDir()}
+	run.cfgPath = writeConfig(t, run.dir, run.sink.URL())
+	p := startServe(t, run.cfgPath)
 	stop := make(chan struct{})
 	wait := load("http://"+p.ingest+"/v1/events", stop)
-	waitFor(t, 30*time.Second, "some events delivered", func() bool { return s.Stats().Events >= 1000 })
-	if err := p.signal(t, syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM: exit %v, want 0\n%s", err, p.logText())
-	}
+	waitFor(t, 30*time.Second, "some events delivered", func() bool { return run.sink.Stats().Events >= delivered })
+	run.exit = p.signal(t, sig)
 	close(stop)
-	acked := wait()
-	startServe(t, cfgPath)
-	checkDelivered(t, s, acked)
+	run.acked = wait()
+	run.log = p.logText()
+	return run
 }
 
 // TestSIGHUPAddsAndRemovesSubscriber reloads the config file on SIGHUP:
