@@ -53,39 +53,9 @@ func (p *parser) body(dst []Event, maxEvents int) ([]Event, error) {
 			return dst, err
 		}
 	case c == '[':
-		p.i++
-		p.ws()
-		if p.i < len(p.b) && p.b[p.i] == ']' {
-			return dst, &ParseError{Index: -1, Msg: "empty array"}
-		}
-		for idx := 0; ; idx++ {
-			if maxEvents > 0 && idx >= maxEvents {
-				return dst, ErrTooManyEvents
-			}
-			if p.i >= len(p.b) {
-				return dst, p.unexpected()
-			}
-			if c := p.b[p.i]; c != '{' {
-				if !valueStart[c] {
-					return dst, p.unexpected()
-				}
-				return dst, &ParseError{Index: idx, Msg: "must be a JSON object"}
-			}
-			dst = append(dst, Event{})
-			if err := p.event(&dst[len(dst)-1], idx); err != nil {
-				return dst, err
-			}
-			p.ws()
-			if p.i < len(p.b) && p.b[p.i] == ',' {
-				p.i++
-				p.ws()
-				continue
-			}
-			if p.i < len(p.b) && p.b[p.i] == ']' {
-				p.i++
-				break
-			}
-			return dst, p.unexpected()
+		var err error
+		if dst, err = p.array(dst, maxEvents); err != nil {
+			return dst, err
 		}
 	case valueStart[c]:
 		return dst, &ParseError{Index: -1, Msg: "must be a JSON object or a non-empty array of objects"}
@@ -97,6 +67,44 @@ func (p *parser) body(dst []Event, maxEvents int) ([]Event, error) {
 		return dst, p.syntaxErr("unexpected data after the top-level value")
 	}
 	return dst, nil
+}
+
+// array parses the non-empty array of event objects at p.i ('[').
+func (p *parser) array(dst []Event, maxEvents int) ([]Event, error) {
+	p.i++
+	p.ws()
+	if p.i < len(p.b) && p.b[p.i] == ']' {
+		return dst, &ParseError{Index: -1, Msg: "empty array"}
+	}
+	for idx := 0; ; idx++ {
+		if maxEvents > 0 && idx >= maxEvents {
+			return dst, ErrTooManyEvents
+		}
+		if p.i >= len(p.b) {
+			return dst, p.unexpected()
+		}
+		if c := p.b[p.i]; c != '{' {
+			if !valueStart[c] {
+				return dst, p.unexpected()
+			}
+			return dst, &ParseError{Index: idx, Msg: "must be a JSON object"}
+		}
+		dst = append(dst, Event{})
+		if err := p.event(&dst[len(dst)-1], idx); err != nil {
+			return dst, err
+		}
+		p.ws()
+		if p.i < len(p.b) && p.b[p.i] == ',' {
+			p.i++
+			p.ws()
+			continue
+		}
+		if p.i < len(p.b) && p.b[p.i] == ']' {
+			p.i++
+			return dst, nil
+		}
+		return dst, p.unexpected()
+	}
 }
 
 // Field bits, for duplicate and required-field checks.

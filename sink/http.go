@@ -93,16 +93,6 @@ func (s *Sink) deliver(ctx *fasthttp.RequestCtx) {
 	ctx.SetBody(append(out, "}\n"...))
 }
 
-// batchBody is the delivered body of DESIGN §6; pointers tell a missing
-// field from a zero one.
-type batchBody struct {
-	Batch      *bool   `json:"batch"`
-	BatchID    string  `json:"batch_id"`
-	Subscriber string  `json:"subscriber"`
-	Count      *int    `json:"count"`
-	Events     []Event `json:"events"`
-}
-
 // parse checks a delivery (signatures, headers, body) and returns it as a
 // Batch that owns all its memory. A 401 means the signatures do not verify,
 // any other status that the delivery is not a well-formed batch.
@@ -135,60 +125,67 @@ func (s *Sink) parse(ctx *fasthttp.RequestCtx) (Batch, *httpError) {
 		return Batch{}, errorf(fasthttp.StatusBadRequest, "X-Webhook-Attempt is "+strconv.Quote(string(h.Peek("X-Webhook-Attempt")))+", want a number from 1")
 	}
 
-	var body batchBody
-	if err := json.Unmarshal(raw, &body); err != nil {
-		return Batch{}, errorf(fasthttp.StatusBadRequest, "body: "+err.Error())
+	// The batch owns one copy of the body: event data aliases it.
+	own := bytes.Clone(raw)
+	body, err := event.ParseDelivery(own, nil)
+	if err != nil {
+		return Batch{}, errorf(fasthttp.StatusBadRequest, err.Error())
 	}
 	switch {
-	case body.Batch == nil || !*body.Batch:
+	case !body.Batch:
 		return Batch{}, errorf(fasthttp.StatusBadRequest, `body: "batch" must be true`)
-	case body.BatchID == "":
+	case len(body.BatchID) == 0:
 		return Batch{}, errorf(fasthttp.StatusBadRequest, `body: "batch_id" missing`)
-	case body.Subscriber == "":
+	case len(body.Subscriber) == 0:
 		return Batch{}, errorf(fasthttp.StatusBadRequest, `body: "subscriber" missing`)
-	case body.Count == nil:
+	case body.Count < 0:
 		return Batch{}, errorf(fasthttp.StatusBadRequest, `body: "count" missing`)
-	case *body.Count != len(body.Events):
-		return Batch{}, errorf(fasthttp.StatusBadRequest, "body: \"count\" is "+strconv.Itoa(*body.Count)+" but \"events\" holds "+strconv.Itoa(len(body.Events)))
+	case body.Count != len(body.Events):
+		return Batch{}, errorf(fasthttp.StatusBadRequest, "body: \"count\" is "+strconv.Itoa(body.Count)+" but \"events\" holds "+strconv.Itoa(len(body.Events)))
 	case len(body.Events) == 0:
 		return Batch{}, errorf(fasthttp.StatusBadRequest, `body: empty batch`)
 	}
-	if v := string(h.Peek("X-Webhook-Batch-Count")); v != strconv.Itoa(*body.Count) {
-		return Batch{}, errorf(fasthttp.StatusBadRequest, "X-Webhook-Batch-Count is "+strconv.Quote(v)+" but \"count\" is "+strconv.Itoa(*body.Count))
+	batchID := string(body.BatchID)
+	if v := string(h.Peek("X-Webhook-Batch-Count")); v != strconv.Itoa(body.Count) {
+		return Batch{}, errorf(fasthttp.StatusBadRequest, "X-Webhook-Batch-Count is "+strconv.Quote(v)+" but \"count\" is "+strconv.Itoa(body.Count))
 	}
 	for _, name := range []string{"X-Webhook-Batch-Id", "webhook-id"} {
-		if v := string(h.Peek(name)); v != body.BatchID {
-			return Batch{}, errorf(fasthttp.StatusBadRequest, name+" is "+strconv.Quote(v)+" but \"batch_id\" is "+strconv.Quote(body.BatchID))
+		if v := string(h.Peek(name)); v != batchID {
+			return Batch{}, errorf(fasthttp.StatusBadRequest, name+" is "+strconv.Quote(v)+" but \"batch_id\" is "+strconv.Quote(batchID))
 		}
 	}
+	events := make([]Event, len(body.Events))
 	for i := range body.Events {
 		e := &body.Events[i]
 		var field string
 		switch {
-		case e.ID == "":
+		case e.ID == nil:
 			field = "id"
-		case e.Type == "":
-			field = "type"
-		case e.Timestamp == "":
+		case e.Timestamp == nil:
 			field = "timestamp"
-		case e.Data == nil:
-			field = "data"
 		}
 		if field != "" {
 			return Batch{}, errorf(fasthttp.StatusBadRequest, "body: events["+strconv.Itoa(i)+"]."+field+" missing")
 		}
-		e.BatchID, e.Attempt = body.BatchID, attempt
+		events[i] = Event{
+			ID:        string(e.ID),
+			Type:      string(e.Type),
+			Timestamp: string(e.Timestamp),
+			Data:      e.Data,
+			BatchID:   batchID,
+			Attempt:   attempt,
+		}
 	}
 	b := Batch{
-		ID:         body.BatchID,
-		Subscriber: body.Subscriber,
-		Count:      *body.Count,
+		ID:         batchID,
+		Subscriber: string(body.Subscriber),
+		Count:      body.Count,
 		Attempt:    attempt,
 		ReceivedAt: time.Now(),
-		Events:     body.Events,
+		Events:     events,
 	}
 	if s.opts.KeepEvents {
-		b.Body = bytes.Clone(raw)
+		b.Body = own
 	}
 	return b, nil
 }

@@ -837,3 +837,14 @@ func TestHexSignatureDuringRotation(t *testing.T) {
 	f(false, fasthttp.StatusUnauthorized)
 	f(true, fasthttp.StatusOK)
 }
+
+// batchBody is the delivered body of DESIGN §6 as encoding/json reads it,
+// the fuzz test's independent oracle; pointers tell a missing field from a
+// zero one.
+type batchBody struct {
+	Batch      *bool   `json:"batch"`
+	BatchID    string  `json:"batch_id"`
+	Subscriber string  `json:"subscriber"`
+	Count      *int    `json:"count"`
+	Events     []Event `json:"events"`
+}
