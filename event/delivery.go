@@ -20,12 +20,14 @@ type Delivery struct {
 // strict JSON (the rules of Parse) holding one object; "batch" must be a
 // boolean, "batch_id" and "subscriber" strings, "count" a non-negative
 // integer and "events" a non-empty array of event objects, each following
-// Parse's rules. Other members are skipped, so a receiver keeps working when
-// the body gains one. Whether required members are present is the caller's
+// Parse's rules except the length and character limits of "id" and "type"
+// (a receiver takes what was stored). Other members are skipped (nesting at
+// most MaxDataDepth levels), so a receiver keeps working when the body gains
+// one. Whether required members are present is the caller's
 // to check.
 func ParseDelivery(body []byte, events []Event) (Delivery, error) {
 	d := Delivery{Count: -1, Events: events}
-	p := parser{b: body}
+	p := parser{b: body, delivered: true}
 	p.ws()
 	if p.i >= len(p.b) || p.b[p.i] != '{' {
 		if p.i < len(p.b) && valueStart[p.b[p.i]] {
@@ -120,5 +122,5 @@ func (p *parser) deliveryMember(d *Delivery, key []byte) error {
 		d.Events, err = p.array(d.Events[:0], 0)
 		return err
 	}
-	return p.value(-1)
+	return p.value(-1, string(key))
 }

@@ -145,3 +145,53 @@ func BenchmarkParseDelivery(b *testing.B) {
 		}
 	})
 }
+
+// TestParseDeliveryTakesStoredEvents: a receiver takes ids and types the
+// ingest rules would refuse (a sender may have stored them under other
+// rules); syntax, "type" and "data" still count.
+func TestParseDeliveryTakesStoredEvents(t *testing.T) {
+	long := strings.Repeat("x", 300)
+	body := `{"events":[{"id":"a\tb\u0085","type":"` + long + `","timestamp":"2026-12-03T10:00:00Z","data":1},{"id":"` + long + `","type":"t","data":null}]}`
+	d, err := ParseDelivery([]byte(body), nil)
+	if err != nil || len(d.Events) != 2 || string(d.Events[0].ID) != "a\tb\u0085" || len(d.Events[1].ID) != 300 {
+		t.Fatalf("got %+v, %v", d, err)
+	}
+	// The ingest parser still refuses both.
+	for _, ev := range []string{`{"id":"a\tb","type":"t","data":1}`, `{"id":"` + long + `","type":"t","data":1}`, `{"type":"` + long + `","data":1}`} {
+		if _, err := Parse(nil, []byte(ev), 0); err == nil {
+			t.Errorf("Parse(%s) took it", ev)
+		}
+	}
+	// A skipped member nesting too deeply is named in the error.
+	deep := strings.Repeat("[", MaxDataDepth+1) + strings.Repeat("]", MaxDataDepth+1)
+	if _, err := ParseDelivery([]byte(`{"extra":`+deep+`}`), nil); err == nil || !strings.Contains(err.Error(), `"extra": nests deeper`) {
+		t.Errorf("deep member: %v", err)
+	}
+}
+
+func TestCheckID(t *testing.T) {
+	for _, c := range []struct{ id, want string }{
+		{"evt_1", ""},
+		{"ключ-1", ""},
+		{strings.Repeat("k", MaxIDBytes), ""},
+		{"", "must be 1-256 bytes"},
+		{strings.Repeat("k", MaxIDBytes+1), "must be 1-256 bytes"},
+		{"a\xffb", "must be valid UTF-8"},
+		{"a\tb", msgIDControl},
+		{"a\x7fb", msgIDControl},
+		{"a\u0085b", msgIDControl},
+	} {
+		if got := CheckID([]byte(c.id)); got != c.want {
+			t.Errorf("CheckID(%q) = %q, want %q", c.id, got, c.want)
+		}
+		// Parse holds "id" to the same rules (it sees only valid UTF-8).
+		if c.want == "must be valid UTF-8" {
+			continue
+		}
+		q, _ := json.Marshal(c.id)
+		_, err := Parse(nil, []byte(`{"id":`+string(q)+`,"type":"t","data":1}`), 0)
+		if (err == nil) != (c.want == "") {
+			t.Errorf("Parse with id %q: %v; CheckID says %q", c.id, err, c.want)
+		}
+	}
+}

@@ -39,6 +39,9 @@ func Parse(dst []Event, body []byte, maxEvents int) ([]Event, error) {
 type parser struct {
 	b []byte
 	i int
+	// delivered relaxes the checks of id and type lengths and characters:
+	// a receiver takes the events a sender stored, whatever rules it had.
+	delivered bool
 }
 
 func (p *parser) body(dst []Event, maxEvents int) ([]Event, error) {
@@ -162,10 +165,11 @@ func (p *parser) event(ev *Event, idx int) error {
 				if err != nil {
 					return err
 				}
-				if len(v) == 0 || len(v) > MaxIDBytes {
+				if p.delivered {
+					// Any string: checked where the event was accepted.
+				} else if len(v) == 0 || len(v) > MaxIDBytes {
 					return &ParseError{Index: idx, Field: "id", Msg: msgID}
-				}
-				if hasControl(v) {
+				} else if hasControl(v) {
 					return &ParseError{Index: idx, Field: "id", Msg: msgIDControl}
 				}
 				ev.ID = v
@@ -174,7 +178,7 @@ func (p *parser) event(ev *Event, idx int) error {
 				if err != nil {
 					return err
 				}
-				if len(v) == 0 || len(v) > MaxTypeChars && utf8.RuneCount(v) > MaxTypeChars {
+				if !p.delivered && (len(v) == 0 || len(v) > MaxTypeChars && utf8.RuneCount(v) > MaxTypeChars) {
 					return &ParseError{Index: idx, Field: "type", Msg: msgType}
 				}
 				ev.Type = v
@@ -189,7 +193,7 @@ func (p *parser) event(ev *Event, idx int) error {
 				ev.Timestamp = v
 			case fieldData:
 				start := p.i
-				if err := p.value(idx); err != nil {
+				if err := p.value(idx, "data"); err != nil {
 					return err
 				}
 				ev.Data = p.b[start:p.i:p.i]
@@ -274,6 +278,21 @@ func (p *parser) strValue(idx int, name, msg string) ([]byte, error) {
 		return raw, nil
 	}
 	return appendUnescaped(make([]byte, 0, len(raw)), raw), nil
+}
+
+// CheckID says what is wrong with id as an event id, or "" when nothing:
+// the rules Parse applies to "id", for an id that arrives another way (the
+// Idempotency-Key header).
+func CheckID(id []byte) string {
+	switch {
+	case len(id) == 0 || len(id) > MaxIDBytes:
+		return "must be 1-256 bytes"
+	case !utf8.Valid(id):
+		return "must be valid UTF-8"
+	case hasControl(id):
+		return msgIDControl
+	}
+	return ""
 }
 
 // hasControl reports whether v (valid UTF-8) holds a C0 or C1 control
@@ -361,7 +380,7 @@ func daysIn(month, year int) int {
 // value checks the JSON value at p.i (the data of event idx) and moves past
 // it. It walks nested arrays and objects with a bit stack, never recursing,
 // and rejects nesting deeper than MaxDataDepth.
-func (p *parser) value(idx int) error {
+func (p *parser) value(idx int, field string) error {
 	var stack [(MaxDataDepth + 63) / 64]uint64 // bit d-1 set: level d is an object
 	depth := 0
 	for {
@@ -372,7 +391,7 @@ func (p *parser) value(idx int) error {
 		switch c := p.b[p.i]; c {
 		case '{', '[':
 			if depth == MaxDataDepth {
-				return &ParseError{Index: idx, Field: "data", Msg: msgDepth}
+				return &ParseError{Index: idx, Field: field, Msg: msgDepth}
 			}
 			p.i++
 			p.ws()

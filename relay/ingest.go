@@ -152,8 +152,8 @@ func (r *Relay) ingest(ctx *fasthttp.RequestCtx, now time.Time) *httpError {
 		if len(events) != 1 {
 			return errorf(fasthttp.StatusBadRequest, "Idempotency-Key applies to a request of one event")
 		}
-		if len(key) > event.MaxIDBytes {
-			return errorf(fasthttp.StatusBadRequest, "Idempotency-Key is longer than 256 bytes")
+		if msg := event.CheckID(key); msg != "" {
+			return errorf(fasthttp.StatusBadRequest, "Idempotency-Key "+msg)
 		}
 		if events[0].ID != nil && !bytes.Equal(events[0].ID, key) {
 			return errorf(fasthttp.StatusBadRequest, `event 0: "id" differs from the Idempotency-Key header`)

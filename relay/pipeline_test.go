@@ -255,6 +255,10 @@ func TestIngestErrors(t *testing.T) {
 	f("POST", "/v1/events", ok, 415, "Content-Type", "Content-Type", "text/plain")
 	f("POST", "/v1/events", `{"type":"invoice.paid","data":{}}`, 422, "no event matches")
 	f("POST", "/v1/events", `[`+ok+`,`+ok+`]`, 400, "Idempotency-Key", "Idempotency-Key", "k")
+	// A key is an event id: the rules of "id" hold for it too.
+	f("POST", "/v1/events", ok, 400, "Idempotency-Key must not contain control characters", "Idempotency-Key", "a\tb")
+	f("POST", "/v1/events", ok, 400, "Idempotency-Key must be valid UTF-8", "Idempotency-Key", "a\xffb")
+	f("POST", "/v1/events", ok, 400, "Idempotency-Key must be 1-256 bytes", "Idempotency-Key", strings.Repeat("k", 257))
 
 	// The targeted path ignores event_types; unrouted events are counted.
 	a := mustIngest(t, r, "/v1/subscribers/a/events", `{"type":"invoice.paid","data":{}}`)
@@ -270,8 +274,8 @@ func TestIngestErrors(t *testing.T) {
 	if d := r.subs[0].q.Depth(); d != 2 {
 		t.Fatalf("queue holds %d events, want 2", d)
 	}
-	if v := metricValue(t, r, `hookbatch_ingest_requests_total{code="400"}`); v != 7 {
-		t.Errorf("400 counter %v, want 7", v)
+	if v := metricValue(t, r, `hookbatch_ingest_requests_total{code="400"}`); v != 10 {
+		t.Errorf("400 counter %v, want 10", v)
 	}
 
 	r.closing.Store(true)
