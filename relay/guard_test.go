@@ -1,12 +1,16 @@
 package relay
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -766,4 +770,86 @@ func TestGuardAllocations(t *testing.T) {
 	}); n != 0 {
 		t.Fatalf("%v allocations per accepted request, want 0", n)
 	}
+}
+
+// TestConnectionsPerAddress: a client address holding the most connections
+// allowed gets a JSON 429 with Retry-After for one more, counted like every
+// answer, and gets its place back when one of its connections closes; over
+// TLS too.
+func TestConnectionsPerAddress(t *testing.T) {
+	old := ingestMaxConnsPerIP
+	ingestMaxConnsPerIP = 2
+	t.Cleanup(func() { ingestMaxConnsPerIP = old })
+	t.Run("plain", func(t *testing.T) {
+		r, s := guardedRelay(t, func(*config.Ingest) {})
+		testConnectionsPerAddress(t, r, s, func() (net.Conn, error) { return net.Dial("tcp", r.IngestAddr()) })
+	})
+	t.Run("tls", func(t *testing.T) {
+		certFile, keyFile, cert := selfSigned(t, t.TempDir())
+		s := startSink(t, sink.Options{})
+		cfg := testConfig(t, sub("s", s.URL(), 100, 20*time.Millisecond))
+		cfg.TLS.CertFile, cfg.TLS.KeyFile = certFile, keyFile
+		r := startRelay(t, cfg)
+		pool := x509.NewCertPool()
+		pool.AddCert(cert)
+		testConnectionsPerAddress(t, r, s, func() (net.Conn, error) {
+			return tls.Dial("tcp", r.IngestAddr(), &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+		})
+	})
+}
+
+func testConnectionsPerAddress(t *testing.T, r *Relay, s *sink.Sink, dialRelay func() (net.Conn, error)) {
+	ln := r.ingestLn.(*perIPListener)
+	loopback := netip.MustParseAddr("127.0.0.1")
+
+	// One request on a connection of its own, read to its answer.
+	roundTrip := func(c net.Conn, i int) string {
+		t.Helper()
+		body := eventBody(i)
+		req := "POST /v1/events HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+		if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		defer resp.Body.Close()
+		got, _ := io.ReadAll(resp.Body)
+		return fmt.Sprintf("%d %s %s", resp.StatusCode, resp.Header.Get("Retry-After"), bytes.TrimSpace(got))
+	}
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := dialRelay()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+
+	held := []net.Conn{dial(), dial()}
+	for i, c := range held {
+		if got := roundTrip(c, i); !strings.HasPrefix(got, "202 ") {
+			t.Fatalf("connection %d within the bound: %s", i, got)
+		}
+	}
+	got := roundTrip(dial(), 2)
+	want := `429 1 {"error":"too many connections from this address (at most 2)"}`
+	if got != want {
+		t.Fatalf("third connection: %q, want %q", got, want)
+	}
+	if v := metricValue(t, r, `hookbatch_ingest_requests_total{code="429"}`); v != 1 {
+		t.Errorf("429 counter %v, want 1", v)
+	}
+
+	held[0].Close()
+	waitFor(t, 5*time.Second, "the closed connection's place back", func() bool { return ln.open(loopback) == 1 })
+	if got := roundTrip(dial(), 3); !strings.HasPrefix(got, "202 ") {
+		t.Fatalf("after a connection closed: %s", got)
+	}
+	checkStored(t, r, s, 3)
 }

@@ -39,7 +39,8 @@ var (
 	// body, from its first byte: a client trickling its request (slow
 	// loris) is cut off when it passes. A variable so tests can shorten it.
 	ingestReadTimeout = 10 * time.Second
-	// ingestMaxConnsPerIP bounds the connections one client address holds.
+	// ingestMaxConnsPerIP bounds the connections one client address holds
+	// (perIPListener).
 	ingestMaxConnsPerIP = 1024
 	// ingestMaxHeaderBytes bounds the request line and headers: larger ones
 	// are answered 431.
@@ -54,7 +55,6 @@ func (r *Relay) newIngestServer() *fasthttp.Server {
 		ReadTimeout:           ingestReadTimeout,
 		WriteTimeout:          30 * time.Second,
 		IdleTimeout:           90 * time.Second,
-		MaxConnsPerIP:         ingestMaxConnsPerIP,
 		MaxRequestBodySize:    int(r.cfg.Ingest.MaxBodyBytes),
 		ReadBufferSize:        ingestMaxHeaderBytes,
 		NoDefaultServerHeader: true,

@@ -226,6 +226,7 @@ func (r *Relay) Start() error {
 		}
 		r.ingestLn = tls.NewListener(r.ingestLn, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
+	r.ingestLn = newPerIPListener(r.ingestLn, ingestMaxConnsPerIP, func() { r.metrics.ingestRequest(fasthttp.StatusTooManyRequests) })
 	if r.adminLn, err = net.Listen("tcp", r.cfg.AdminListen); err != nil {
 		_ = r.ingestLn.Close()
 		return fmt.Errorf("cannot listen on %s: %w", r.cfg.AdminListen, err)

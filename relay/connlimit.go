@@ -1,0 +1,122 @@
+package relay
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// perIPListener bounds the connections one client address holds open. A
+// connection beyond the bound is answered 429 with a JSON error body, like
+// every other refusal, then closed (fasthttp's own MaxConnsPerIP answers
+// in plain text, before any handler or metric sees it).
+type perIPListener struct {
+	net.Listener
+	max     int
+	refused func() // counts a refusal
+
+	mu     sync.Mutex
+	counts map[netip.Addr]int
+}
+
+func newPerIPListener(ln net.Listener, max int, refused func()) *perIPListener {
+	return &perIPListener{Listener: ln, max: max, refused: refused, counts: make(map[netip.Addr]int)}
+}
+
+// Accept returns the next connection within the bound; refused ones are
+// answered in the background.
+func (l *perIPListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip := remoteIP(c)
+		l.mu.Lock()
+		if l.counts[ip] >= l.max {
+			l.mu.Unlock()
+			l.refused()
+			go refuseConn(c, l.max)
+			continue
+		}
+		l.counts[ip]++
+		l.mu.Unlock()
+		lc := &limitedConn{Conn: c, l: l, ip: ip}
+		if tc, ok := c.(*tls.Conn); ok {
+			return &limitedTLSConn{limitedConn: lc, tc: tc}, nil
+		}
+		return lc, nil
+	}
+}
+
+// open is the number of connections ip holds.
+func (l *perIPListener) open(ip netip.Addr) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.counts[ip]
+}
+
+func (l *perIPListener) release(ip netip.Addr) {
+	l.mu.Lock()
+	if l.counts[ip]--; l.counts[ip] <= 0 {
+		delete(l.counts, ip)
+	}
+	l.mu.Unlock()
+}
+
+func remoteIP(c net.Conn) netip.Addr {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			return a.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// refuseConn answers a connection over the bound and closes it. It reads
+// what the client sent for a moment first, so that closing does not reset
+// the connection before the client has read the answer.
+func refuseConn(c net.Conn, max int) {
+	defer c.Close()
+	body := `{"error":"too many connections from this address (at most ` + strconv.Itoa(max) + `)"}` + "\n"
+	resp := "HTTP/1.1 429 Too Many Requests\r\n" +
+		"Content-Type: application/json\r\n" +
+		"Retry-After: 1\r\n" +
+		"Connection: close\r\n" +
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := io.WriteString(c, resp); err != nil {
+		return
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+}
+
+// limitedConn gives its place back when closed.
+type limitedConn struct {
+	net.Conn
+	l    *perIPListener
+	ip   netip.Addr
+	once sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	c.once.Do(func() { c.l.release(c.ip) })
+	return c.Conn.Close()
+}
+
+// limitedTLSConn keeps a TLS connection's state visible to fasthttp
+// (RequestCtx.IsTLS and TLSConnectionState).
+type limitedTLSConn struct {
+	*limitedConn
+	tc *tls.Conn
+}
+
+func (c *limitedTLSConn) Handshake() error                     { return c.tc.Handshake() }
+func (c *limitedTLSConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
