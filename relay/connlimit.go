@@ -8,23 +8,29 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/hookbatch/hookbatch/event"
+	"github.com/valyala/fasthttp"
 )
 
-// perIPListener bounds the connections one client address holds open. A
-// connection beyond the bound is answered 429 with a JSON error body, like
-// every other refusal, then closed (fasthttp's own MaxConnsPerIP answers
-// in plain text, before any handler or metric sees it).
+// perIPListener refuses connections from addresses outside
+// ingest.allow_cidrs before reading anything from them, and bounds the
+// connections one client address holds open. A refused connection is
+// answered 403 or 429 with a JSON error body, like every other refusal,
+// then closed (fasthttp's own MaxConnsPerIP answers in plain text, before
+// any handler or metric sees it).
 type perIPListener struct {
 	net.Listener
 	max     int
-	refused func() // counts a refusal
+	allowed func(netip.Addr) bool // nil: every address
+	refused func(status int)      // counts a refusal
 
 	mu     sync.Mutex
 	counts map[netip.Addr]int
 }
 
-func newPerIPListener(ln net.Listener, max int, refused func()) *perIPListener {
-	return &perIPListener{Listener: ln, max: max, refused: refused, counts: make(map[netip.Addr]int)}
+func newPerIPListener(ln net.Listener, max int, allowed func(netip.Addr) bool, refused func(status int)) *perIPListener {
+	return &perIPListener{Listener: ln, max: max, allowed: allowed, refused: refused, counts: make(map[netip.Addr]int)}
 }
 
 // Accept returns the next connection within the bound; refused ones are
@@ -36,11 +42,16 @@ func (l *perIPListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := remoteIP(c)
+		if l.allowed != nil && !l.allowed(ip) {
+			l.refused(fasthttp.StatusForbidden)
+			go refuseConn(c, fasthttp.StatusForbidden, errNotAllow.msg)
+			continue
+		}
 		l.mu.Lock()
 		if l.counts[ip] >= l.max {
 			l.mu.Unlock()
-			l.refused()
-			go refuseConn(c, l.max)
+			l.refused(fasthttp.StatusTooManyRequests)
+			go refuseConn(c, fasthttp.StatusTooManyRequests, "too many connections from this address (at most "+strconv.Itoa(l.max)+")")
 			continue
 		}
 		l.counts[ip]++
@@ -68,25 +79,27 @@ func (l *perIPListener) release(ip netip.Addr) {
 	l.mu.Unlock()
 }
 
+// remoteIP is the peer's address as clientAddr gives it: unmapped, no zone.
 func remoteIP(c net.Conn) netip.Addr {
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		if a, ok := netip.AddrFromSlice(ta.IP); ok {
-			return a.Unmap()
-		}
+		return ta.AddrPort().Addr().Unmap().WithZone("")
 	}
 	return netip.Addr{}
 }
 
-// refuseConn answers a connection over the bound and closes it. It reads
-// what the client sent for a moment first, so that closing does not reset
-// the connection before the client has read the answer.
-func refuseConn(c net.Conn, max int) {
+// refuseConn answers a refused connection with status and a JSON error and
+// closes it. It reads what the client sent for a moment first, so that
+// closing does not reset the connection before the client has read the
+// answer.
+func refuseConn(c net.Conn, status int, msg string) {
 	defer c.Close()
-	body := `{"error":"too many connections from this address (at most ` + strconv.Itoa(max) + `)"}` + "\n"
-	resp := "HTTP/1.1 429 Too Many Requests\r\n" +
-		"Content-Type: application/json\r\n" +
-		"Retry-After: 1\r\n" +
-		"Connection: close\r\n" +
+	body := string(event.AppendString([]byte(`{"error":`), []byte(msg))) + "}\n"
+	resp := "HTTP/1.1 " + strconv.Itoa(status) + " " + fasthttp.StatusMessage(status) + "\r\n" +
+		"Content-Type: application/json\r\n"
+	if status == fasthttp.StatusTooManyRequests {
+		resp += "Retry-After: 1\r\n"
+	}
+	resp += "Connection: close\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
 	_ = c.SetDeadline(time.Now().Add(time.Second))
 	if _, err := io.WriteString(c, resp); err != nil {

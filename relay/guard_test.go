@@ -220,6 +220,31 @@ func TestGuardAllowCIDRs(t *testing.T) {
 	r, s := guardedRelay(t, func(in *config.Ingest) { in.AllowCIDRs = []string{"10.0.0.0/8", "192.168.1.7"} })
 	wantRefused(t, r, fasthttp.StatusForbidden, "not in ingest.allow_cidrs", eventBody(1))
 	checkStored(t, r, s, 0)
+	// Refused when it connects: a client outside the list cannot make the
+	// relay wait for (or read) a body it announces and never sends.
+	c, err := net.Dial("tcp", r.IngestAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "POST /v1/events HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer before the body: %v", err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != fasthttp.StatusForbidden || !strings.Contains(string(got), `"error":"client address is not in ingest.allow_cidrs"`) {
+		t.Fatalf("answer %d %s, want a JSON 403", resp.StatusCode, got)
+	}
+	if v := metricValue(t, r, `hookbatch_ingest_requests_total{code="403"}`); v != 2 {
+		t.Errorf("403 counter %v, want 2", v)
+	}
 
 	r, s = guardedRelay(t, func(in *config.Ingest) { in.AllowCIDRs = []string{"10.0.0.0/8", "127.0.0.0/8"} })
 	mustIngest(t, r, "/v1/events", eventBody(1))

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"sync"
@@ -226,7 +227,11 @@ func (r *Relay) Start() error {
 		}
 		r.ingestLn = tls.NewListener(r.ingestLn, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
-	r.ingestLn = newPerIPListener(r.ingestLn, ingestMaxConnsPerIP, func() { r.metrics.ingestRequest(fasthttp.StatusTooManyRequests) })
+	var allowed func(netip.Addr) bool
+	if len(r.guard.allow) > 0 {
+		allowed = r.guard.allowed
+	}
+	r.ingestLn = newPerIPListener(r.ingestLn, ingestMaxConnsPerIP, allowed, r.metrics.ingestRequest)
 	if r.adminLn, err = net.Listen("tcp", r.cfg.AdminListen); err != nil {
 		_ = r.ingestLn.Close()
 		return fmt.Errorf("cannot listen on %s: %w", r.cfg.AdminListen, err)
