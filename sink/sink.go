@@ -89,7 +89,9 @@ type Batch struct {
 }
 
 // Event is one event of a delivered batch. Data is the event's data byte for
-// byte as delivered. BatchID and Attempt say which delivery brought it.
+// byte as delivered; it shares one copy of the batch's body with the other
+// events (clone it to keep one event without the rest). BatchID and Attempt
+// say which delivery brought it.
 type Event struct {
 	ID        string          `json:"id"`
 	Type      string          `json:"type"`
