@@ -47,6 +47,13 @@ func (s *subscriber) deliver(b *storage.Batch, held *heldBody) {
 		}
 		if held == nil {
 			h, err := s.load(b)
+			var bad *storage.EventError
+			if errors.As(err, &bad) {
+				// Reading again will not help: the batch goes to the dead
+				// letters, where an operator sees why (a replay tries again).
+				s.deadLetter(b, "cannot read the batch's events: "+err.Error(), time.Now())
+				return
+			}
 			if err != nil {
 				s.logFailure(s.log.Error().Err(err).Str("batch_id", b.ID), "cannot read batch")
 				if !s.pauseFor(5 * time.Second) {
@@ -123,7 +130,7 @@ func (s *subscriber) load(b *storage.Batch) (*heldBody, error) {
 	err := s.r.store.ReadBatch(b, func(seq uint64, v []byte) error {
 		rec, err := event.DecodeRecord(v)
 		if err != nil {
-			return err
+			return &storage.EventError{Seq: seq, Err: err}
 		}
 		if len(h.recv) > 0 {
 			h.body = append(h.body, ',')

@@ -151,7 +151,13 @@ func newSubMetrics(m *relayMetrics, s *subscriber) *subMetrics {
 
 func (sm *subMetrics) attempt(outcome string) { sm.attempts[outcome].Inc() }
 
-func (sm *subMetrics) flushed(r batcher.Reason) { sm.flushes[r].Inc() }
+// flushed counts a batch formed by r; None (an unreadable event taken out
+// of the queue) is not a flush.
+func (sm *subMetrics) flushed(r batcher.Reason) {
+	if c := sm.flushes[r]; c != nil {
+		c.Inc()
+	}
+}
 
 // lazyHist is a histogram that appears from its first observation.
 type lazyHist struct {

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -61,6 +62,9 @@ type subscriber struct {
 
 	metrics *subMetrics
 	ev      []byte // scratch: one event's JSON
+	// unreadable is the oldest queued event when its record cannot be
+	// read, for run to take out of the queue alone; 0 otherwise.
+	unreadable uint64
 }
 
 func newSubscriber(r *Relay, cfg config.Subscriber) (*subscriber, error) {
@@ -140,6 +144,15 @@ func (s *subscriber) run(recovered []*storage.Batch) {
 			<-s.window
 			return
 		}
+		if seq := s.unreadable; seq != 0 {
+			s.unreadable = 0
+			if s.store([]formedBatch{s.formAlone(seq)}) {
+				cursor = seq
+			} else if !s.pauseFor(time.Second) {
+				return
+			}
+			continue
+		}
 		formed := []formedBatch{s.form(reason)}
 		events := len(formed[0].b.Seqs)
 		// Under a backlog the next batches are full at once: form them
@@ -201,6 +214,17 @@ func (s *subscriber) acquire() bool {
 func (s *subscriber) fill(cursor *uint64, timer *time.Timer) batcher.Reason {
 	for {
 		if err := s.readMore(cursor); err != nil {
+			var bad *storage.EventError
+			if errors.As(err, &bad) {
+				if s.b.Len() > 0 {
+					return batcher.Wait // the events before it go first
+				}
+				// The oldest queued event cannot be read: it leaves the
+				// queue as a batch of its own, which delivery
+				// dead-letters, and the events after it go on.
+				s.unreadable = bad.Seq
+				return batcher.Wait
+			}
 			s.logFailure(s.log.Error().Err(err), "cannot read queue")
 			if !s.pauseFor(time.Second) {
 				return s.shutdownReason()
@@ -252,7 +276,7 @@ func (s *subscriber) readMore(cursor *uint64) error {
 	err := s.q.Read(*cursor, room, func(seq uint64, v []byte) bool {
 		rec, err := event.DecodeRecord(v)
 		if err != nil {
-			derr = fmt.Errorf("event %d: %w", seq, err)
+			derr = &storage.EventError{Seq: seq, Err: err}
 			return false
 		}
 		s.ev = event.AppendJSON(s.ev[:0], &rec)
@@ -266,6 +290,21 @@ func (s *subscriber) readMore(cursor *uint64) error {
 		return err
 	}
 	return derr
+}
+
+// formAlone forms a batch of the one queued event seq, whose record cannot
+// be read (so it has no body to hold).
+func (s *subscriber) formAlone(seq uint64) formedBatch {
+	now := time.Now()
+	return formedBatch{
+		b: &storage.Batch{
+			ID:         string(event.AppendID(make([]byte, 0, 28), "b_", now)),
+			Subscriber: s.cfg.ID,
+			Seqs:       []uint64{seq},
+			Created:    now.UnixNano(),
+		},
+		reason: batcher.None,
+	}
 }
 
 // formedBatch is a batch taken from the batcher, not stored yet.

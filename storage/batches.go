@@ -204,13 +204,17 @@ func (s *Store) GetDeadLetter(id string) (*Batch, error) {
 }
 
 // ReadBatch calls fn with the stored record of each of b's events, in order.
-// rec is valid only during the call.
+// rec is valid only during the call. An event without a record stops the
+// read with an *EventError.
 func (s *Store) ReadBatch(b *Batch, fn func(seq uint64, rec []byte) error) error {
 	return s.view(func(txn *badger.Txn) error {
 		k := make([]byte, 0, 9)
 		for _, seq := range b.Seqs {
 			k = be.AppendUint64(append(k[:0], 'e'), seq)
 			item, err := txn.Get(k)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return &EventError{Seq: seq, Err: errors.New("record missing")}
+			}
 			if err != nil {
 				return fmt.Errorf("cannot read event %d of batch %s: %w", seq, b.ID, err)
 			}

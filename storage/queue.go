@@ -97,7 +97,8 @@ func (q *Queue) key(seq uint64) []byte {
 
 // Read calls fn for up to max queued events with a sequence number above
 // after, in order, until fn returns false. rec is the stored event record and
-// is valid only during the call.
+// is valid only during the call. An event without a record stops the read
+// with an *EventError.
 func (q *Queue) Read(after uint64, max int, fn func(seq uint64, rec []byte) bool) error {
 	start := after + 1
 	if h := q.head.Load(); h > start {
@@ -113,6 +114,9 @@ func (q *Queue) Read(after uint64, max int, fn func(seq uint64, rec []byte) bool
 			seq := be.Uint64(k[len(q.prefix):])
 			ek = be.AppendUint64(append(ek[:0], 'e'), seq)
 			item, err := txn.Get(ek)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return &EventError{Seq: seq, Err: errors.New("record missing")}
+			}
 			if err != nil {
 				return fmt.Errorf("cannot read event %d: %w", seq, err)
 			}

@@ -49,6 +49,17 @@ var (
 	ErrNotFound = errors.New("not found")
 )
 
+// EventError is a queued or batched event whose record cannot be read: it
+// is missing or the caller found it unreadable. Reading it again will not
+// help, so the event has to be taken aside (delivery dead-letters its batch).
+type EventError struct {
+	Seq uint64
+	Err error
+}
+
+func (e *EventError) Error() string { return fmt.Sprintf("event %d: %v", e.Seq, e.Err) }
+func (e *EventError) Unwrap() error { return e.Err }
+
 // Options configures a Store.
 type Options struct {
 	Dir          string
