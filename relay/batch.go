@@ -21,6 +21,12 @@ type heldBody struct {
 // interrupts it (it then stays stored and is delivered after a restart).
 // held may be nil; the body is then read from storage.
 func (s *subscriber) deliver(b *storage.Batch, held *heldBody) {
+	if held == nil {
+		// Read it now, not when it is due: a recovered batch waiting for
+		// a resume or its retry time counts as in flight, with its age.
+		// Failures are handled where it is read again below.
+		held, _ = s.load(b)
+	}
 	if held != nil {
 		s.track(b.ID, held.recv)
 	}
