@@ -242,12 +242,7 @@ func (r *Relay) Start() error {
 		_ = r.adminLn.Close()
 		return err
 	}
-	for sub, bs := range st.batches {
-		if _, ok := r.byID[sub]; !ok {
-			r.log.Warn().Str("subscriber", sub).Int("batches", len(bs)).
-				Msg("stored batches of a subscriber no longer configured: kept, not delivered")
-		}
-	}
+	r.reportUnconfigured(st)
 	for _, s := range r.subs {
 		s.start(st.batches[s.cfg.ID])
 	}
@@ -257,6 +252,30 @@ func (r *Relay) Start() error {
 	r.log.Info().Str("listen", r.IngestAddr()).Str("admin_listen", r.AdminAddr()).
 		Int("subscribers", len(r.subs)).Int("recovered_batches", st.total).Msg("hookbatch started")
 	return nil
+}
+
+// reportUnconfigured logs the subscribers that are no longer configured but
+// still hold events (the relay stopped before a removed subscriber
+// drained): those are kept, and delivered if the subscriber comes back.
+func (r *Relay) reportUnconfigured(st stored) {
+	ids, err := r.store.QueueIDs()
+	if err != nil {
+		r.log.Error().Err(err).Msg("cannot look for events of subscribers no longer configured")
+	}
+	for sub := range st.batches {
+		ids = append(ids, sub)
+	}
+	slices.Sort(ids)
+	for _, id := range slices.Compact(ids) {
+		if _, ok := r.byID[id]; ok {
+			continue
+		}
+		ev := r.log.Warn().Str("subscriber", id).Int("batches", len(st.batches[id]))
+		if q, err := r.store.Queue(id); err == nil {
+			ev = ev.Int64("events", q.Depth())
+		}
+		ev.Msg("events of a subscriber no longer configured: kept, not delivered; configure it again to deliver them")
+	}
 }
 
 func (r *Relay) serve(srv *fasthttp.Server, ln net.Listener) {
@@ -323,6 +342,10 @@ func (r *Relay) close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("shutdown of %s: %w", srv.ln.Addr(), err))
 		}
 		cancel()
+		// Shutdown closes only the listeners Serve has taken: a relay
+		// closed right after Start may have a Serve not yet running,
+		// which would then accept forever.
+		_ = srv.ln.Close()
 	}
 	r.servers.Wait()
 	if err := r.store.Close(); err != nil {

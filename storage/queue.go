@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -77,6 +78,32 @@ func (s *Store) Queue(id string) (*Queue, error) {
 	}
 	s.queues[id] = q
 	return q, nil
+}
+
+// QueueIDs lists the subscribers with events queued (not yet in a batch),
+// in order. It seeks from one subscriber's entries to the next, so it costs
+// one step per subscriber, not per event.
+func (s *Store) QueueIDs() ([]string, error) {
+	var ids []string
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'q'}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); {
+			k := it.Item().Key()
+			end := bytes.IndexByte(k, 0)
+			if end < 1 {
+				return fmt.Errorf("corrupt queue key %q", k)
+			}
+			id := string(k[1:end])
+			ids = append(ids, id)
+			it.Seek(append(queuePrefix(id)[:end], 1)) // past every entry of id
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot list queues: %w", err)
+	}
+	return ids, nil
 }
 
 // ID is the subscriber id the queue belongs to.

@@ -568,3 +568,26 @@ func TestFull(t *testing.T) {
 	}
 	checkDepth(t, q, 0)
 }
+
+// TestQueueIDs lists the subscribers with events queued, whatever their ids
+// sort like, and drops one once its events are all batched.
+func TestQueueIDs(t *testing.T) {
+	s := mustOpen(t, t.TempDir())
+	defer mustClose(t, s)
+	a, ab, b, c := mustQueue(t, s, "a"), mustQueue(t, s, "ab"), mustQueue(t, s, "b"), mustQueue(t, s, "c")
+	_ = b // opened, never given an event
+	mustAppend(t, s, ev("1", a, c), ev("2", a), ev("3", ab))
+	want := func(ids ...string) {
+		t.Helper()
+		got, err := s.QueueIDs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, ids) {
+			t.Fatalf("QueueIDs = %q, want %q", got, ids)
+		}
+	}
+	want("a", "ab", "c")
+	mustBatch(t, c, "b_c", 1)
+	want("a", "ab")
+}
