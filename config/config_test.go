@@ -758,6 +758,11 @@ func TestWarnings(t *testing.T) {
 		"storage.sync_writes: is false: acknowledged events may be lost if the machine crashes")
 	f(func(c *Config) { c.Subscribers = nil },
 		"subscribers: none configured: every event sent to /v1/events will be refused with 422")
+	f(func(c *Config) { c.Storage.MaxDiskBytes = 30 << 20 },
+		"storage.max_disk_bytes: is under 256 MiB (4 value-log files of 64 MiB): the store may stay full after its backlog is delivered")
+	f(func(c *Config) { c.Storage.MaxDiskBytes = 256 << 20 })
+	f(func(c *Config) { c.Storage.MaxDiskBytes = 300 << 20; c.Ingest.MaxBodyBytes = 64 << 20 },
+		"storage.max_disk_bytes: is under 512 MiB (4 value-log files of 128 MiB): the store may stay full after its backlog is delivered")
 	f(func(c *Config) {
 		c.Subscribers[0].Secret = "short"
 		c.Subscribers[0].PreviousSecrets = []string{"whsec_c2hvcnQ="}

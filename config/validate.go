@@ -415,6 +415,11 @@ func (c *Config) Warnings() []Problem {
 	if !c.Storage.SyncWrites {
 		ps.addf("storage.sync_writes", "is false: acknowledged events may be lost if the machine crashes")
 	}
+	// Storage writes its value log in files of 64 MiB, or twice the largest
+	// body, and cannot give back the one it is writing.
+	if vlog := max(ByteSize(64<<20), 2*in.MaxBodyBytes); c.Storage.MaxDiskBytes > 0 && c.Storage.MaxDiskBytes < 4*vlog {
+		ps.addf("storage.max_disk_bytes", "is under %d MiB (4 value-log files of %d MiB): the store may stay full after its backlog is delivered", 4*vlog>>20, vlog>>20)
+	}
 	if len(c.Subscribers) == 0 {
 		ps.addf("subscribers", "none configured: every event sent to /v1/events will be refused with 422")
 	}

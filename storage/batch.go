@@ -27,7 +27,10 @@ const batchVersion = 1
 
 var be = binary.BigEndian
 
-var seqKey = []byte("mseq")
+var (
+	seqKey   = []byte("mseq")
+	flushKey = []byte("zflush")
+)
 
 func eventKey(seq uint64) []byte { return be.AppendUint64([]byte{'e'}, seq) }
 func refKey(seq uint64) []byte   { return be.AppendUint64([]byte{'r'}, seq) }

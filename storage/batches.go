@@ -81,7 +81,10 @@ func (s *Store) Ack(b *Batch) error {
 		}
 		return releaseLocked(txn, b.Seqs)
 	}
-	o.after = func() { s.addDepth(b.Subscriber, -int64(len(b.Seqs))) }
+	o.after = func() {
+		s.addDepth(b.Subscriber, -int64(len(b.Seqs)))
+		s.released.Add(int64(len(b.Seqs)))
+	}
 	if err := s.w.do(o); err != nil {
 		return fmt.Errorf("cannot acknowledge batch %s: %w", b.ID, err)
 	}
@@ -155,6 +158,7 @@ func (s *Store) DropDeadLetter(id string) error {
 		}
 		return releaseLocked(txn, b.Seqs)
 	}
+	o.after = func() { s.released.Add(int64(len(b.Seqs))) }
 	if err := s.w.do(o); err != nil {
 		return fmt.Errorf("cannot drop dead letter %s: %w", id, err)
 	}

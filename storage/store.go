@@ -15,6 +15,7 @@
 //	x <batch id>          a dead-lettered batch
 //	p <sub>               <sub> is paused; the value says why
 //	d <event id>          dedup marker, expires after the dedup window
+//	z flush               written and dropped at once to flush the memtable (reclaim)
 //
 // An event is stored once however many subscribers it goes to; its record is
 // deleted when the last batch or dead letter holding it is gone.
@@ -89,6 +90,7 @@ type Store struct {
 
 	diskBytes atomic.Int64
 	full      atomic.Bool
+	released  atomic.Int64 // events released (acknowledged or dropped) since reclaimIfFull last looked
 
 	// readMu lets Close wait for reads in progress; closed makes later
 	// reads fail with ErrClosed instead of reaching a closed Badger.
@@ -153,10 +155,11 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.w = newWriter(s, seq, memtable)
 	s.updateDiskUsage()
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go s.w.run(&s.wg)
 	go s.every(time.Second, s.updateDiskUsage)
 	go s.every(time.Minute, s.collectGarbage)
+	go s.every(10*time.Second, s.reclaimIfFull)
 	return s, nil
 }
 
@@ -284,6 +287,37 @@ func (s *Store) collectGarbage() {
 		default:
 		}
 	}
+}
+
+// reclaimIfFull runs reclaim while the store is over its quota and events
+// have been released since the last look: with nothing released there is
+// nothing to give back.
+func (s *Store) reclaimIfFull() {
+	if s.full.Load() && s.released.Swap(0) > 0 {
+		s.reclaim()
+	}
+}
+
+// reclaim gives back the space of released events. Badger frees a
+// value-log file only once compactions have counted the entries in it that
+// were deleted, and an idle store whose backlog was delivered may not
+// compact for a long time, leaving ingest refused over the quota. So:
+// flush the memtable (dropping a marker key is Badger's way to force it),
+// compact every level, and collect the value log.
+func (s *Store) reclaim() {
+	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(flushKey, nil) })
+	if err == nil {
+		err = s.db.DropPrefix(flushKey)
+	}
+	if err == nil {
+		err = s.db.Flatten(1)
+	}
+	if err != nil {
+		s.log.Warn().Err(err).Msg("cannot compact storage to reclaim space")
+	}
+	s.collectGarbage()
+	s.updateDiskUsage()
+	s.log.Info().Int64("disk_bytes", s.DiskBytes()).Bool("full", s.Full()).Msg("storage over its quota: space reclaimed")
 }
 
 type badgerLogger struct{ l zerolog.Logger }

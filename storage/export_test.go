@@ -1,0 +1,7 @@
+package storage
+
+// ReclaimIfFull runs the quota reclamation check now, for tests.
+func (s *Store) ReclaimIfFull() { s.reclaimIfFull() }
+
+// UpdateDiskUsage measures the data directory now, for tests.
+func (s *Store) UpdateDiskUsage() { s.updateDiskUsage() }
