@@ -41,38 +41,23 @@ func ParseDelivery(body []byte, events []Event) (Delivery, error) {
 		p.i++
 	} else {
 		for {
-			if p.i >= len(p.b) || p.b[p.i] != '"' {
-				return d, p.unexpected()
-			}
-			keyStart := p.i + 1
-			esc, err := p.str()
+			key, esc, err := p.member()
 			if err != nil {
 				return d, err
 			}
-			key := p.b[keyStart : p.i-1]
 			if esc {
 				key = appendUnescaped(nil, key)
 			}
-			p.ws()
-			if p.i >= len(p.b) || p.b[p.i] != ':' {
-				return d, p.unexpected()
-			}
-			p.i++
-			p.ws()
 			if err := p.deliveryMember(&d, key); err != nil {
 				return d, err
 			}
-			p.ws()
-			if p.i < len(p.b) && p.b[p.i] == ',' {
-				p.i++
-				p.ws()
-				continue
+			more, err := p.next('}')
+			if err != nil {
+				return d, err
 			}
-			if p.i < len(p.b) && p.b[p.i] == '}' {
-				p.i++
+			if !more {
 				break
 			}
-			return d, p.unexpected()
 		}
 	}
 	p.ws()

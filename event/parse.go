@@ -96,17 +96,9 @@ func (p *parser) array(dst []Event, maxEvents int) ([]Event, error) {
 		if err := p.event(&dst[len(dst)-1], idx); err != nil {
 			return dst, err
 		}
-		p.ws()
-		if p.i < len(p.b) && p.b[p.i] == ',' {
-			p.i++
-			p.ws()
-			continue
+		if more, err := p.next(']'); err != nil || !more {
+			return dst, err
 		}
-		if p.i < len(p.b) && p.b[p.i] == ']' {
-			p.i++
-			return dst, nil
-		}
-		return dst, p.unexpected()
 	}
 }
 
@@ -136,22 +128,11 @@ func (p *parser) event(ev *Event, idx int) error {
 		p.i++
 	} else {
 		for {
-			if p.i >= len(p.b) || p.b[p.i] != '"' {
-				return p.unexpected()
-			}
-			keyStart := p.i + 1
-			esc, err := p.str()
+			key, esc, err := p.member()
 			if err != nil {
 				return err
 			}
-			key := p.b[keyStart : p.i-1]
 			f := fieldOf(key, esc)
-			p.ws()
-			if p.i >= len(p.b) || p.b[p.i] != ':' {
-				return p.unexpected()
-			}
-			p.i++
-			p.ws()
 			if f == 0 {
 				return &ParseError{Index: idx, Field: fieldName(key, esc), Msg: "unknown field"}
 			}
@@ -198,17 +179,13 @@ func (p *parser) event(ev *Event, idx int) error {
 				}
 				ev.Data = p.b[start:p.i:p.i]
 			}
-			p.ws()
-			if p.i < len(p.b) && p.b[p.i] == ',' {
-				p.i++
-				p.ws()
-				continue
+			more, err := p.next('}')
+			if err != nil {
+				return err
 			}
-			if p.i < len(p.b) && p.b[p.i] == '}' {
-				p.i++
+			if !more {
 				break
 			}
-			return p.unexpected()
 		}
 	}
 	if seen&fieldType == 0 {
@@ -407,7 +384,7 @@ func (p *parser) value(idx int, field string) error {
 				break
 			}
 			if c == '{' {
-				if err := p.member(); err != nil {
+				if _, _, err := p.member(); err != nil {
 					return err
 				}
 			}
@@ -448,7 +425,7 @@ func (p *parser) value(idx int, field string) error {
 				p.i++
 				p.ws()
 				if obj {
-					if err := p.member(); err != nil {
+					if _, _, err := p.member(); err != nil {
 						return err
 					}
 				}
@@ -464,21 +441,43 @@ func (p *parser) value(idx int, field string) error {
 	}
 }
 
-// member checks `"key" :` of an object member, leaving p.i at its value.
-func (p *parser) member() error {
+// member reads `"key" :` of an object member, leaving p.i at its value. key
+// is the bytes between the quotes, with escapes when esc.
+func (p *parser) member() (key []byte, esc bool, err error) {
 	if p.i >= len(p.b) || p.b[p.i] != '"' {
-		return p.unexpected()
+		return nil, false, p.unexpected()
 	}
-	if _, err := p.str(); err != nil {
-		return err
+	start := p.i + 1
+	if esc, err = p.str(); err != nil {
+		return nil, false, err
 	}
+	key = p.b[start : p.i-1]
 	p.ws()
 	if p.i >= len(p.b) || p.b[p.i] != ':' {
-		return p.unexpected()
+		return nil, false, p.unexpected()
 	}
 	p.i++
 	p.ws()
-	return nil
+	return key, esc, nil
+}
+
+// next moves past what follows an object member or array element: a ','
+// (more follow: true) or the closing byte (false); anything else is an
+// error.
+func (p *parser) next(closing byte) (bool, error) {
+	p.ws()
+	if p.i < len(p.b) {
+		switch p.b[p.i] {
+		case ',':
+			p.i++
+			p.ws()
+			return true, nil
+		case closing:
+			p.i++
+			return false, nil
+		}
+	}
+	return false, p.unexpected()
 }
 
 // str checks the string literal starting at the quote at p.i and moves past
