@@ -27,10 +27,18 @@ type perIPListener struct {
 
 	mu     sync.Mutex
 	counts map[netip.Addr]int
+
+	// answering bounds the refused connections being answered at once;
+	// beyond it they are closed without an answer.
+	answering chan struct{}
 }
 
+// maxAnswering is how many refused connections are answered at once.
+const maxAnswering = 64
+
 func newPerIPListener(ln net.Listener, max int, allowed func(netip.Addr) bool, refused func(status int)) *perIPListener {
-	return &perIPListener{Listener: ln, max: max, allowed: allowed, refused: refused, counts: make(map[netip.Addr]int)}
+	return &perIPListener{Listener: ln, max: max, allowed: allowed, refused: refused,
+		counts: make(map[netip.Addr]int), answering: make(chan struct{}, maxAnswering)}
 }
 
 // Accept returns the next connection within the bound; refused ones are
@@ -43,15 +51,13 @@ func (l *perIPListener) Accept() (net.Conn, error) {
 		}
 		ip := remoteIP(c)
 		if l.allowed != nil && !l.allowed(ip) {
-			l.refused(fasthttp.StatusForbidden)
-			go refuseConn(c, fasthttp.StatusForbidden, errNotAllow.msg)
+			l.refuse(c, fasthttp.StatusForbidden, errNotAllow.msg)
 			continue
 		}
 		l.mu.Lock()
 		if l.counts[ip] >= l.max {
 			l.mu.Unlock()
-			l.refused(fasthttp.StatusTooManyRequests)
-			go refuseConn(c, fasthttp.StatusTooManyRequests, "too many connections from this address (at most "+strconv.Itoa(l.max)+")")
+			l.refuse(c, fasthttp.StatusTooManyRequests, "too many connections from this address (at most "+strconv.Itoa(l.max)+")")
 			continue
 		}
 		l.counts[ip]++
@@ -61,6 +67,22 @@ func (l *perIPListener) Accept() (net.Conn, error) {
 			return &limitedTLSConn{limitedConn: lc, tc: tc}, nil
 		}
 		return lc, nil
+	}
+}
+
+// refuse counts a refused connection and answers it in the background, or
+// closes it at once while maxAnswering others are being answered (a flood
+// of refused connections then costs no more than that).
+func (l *perIPListener) refuse(c net.Conn, status int, msg string) {
+	l.refused(status)
+	select {
+	case l.answering <- struct{}{}:
+		go func() {
+			defer func() { <-l.answering }()
+			refuseConn(c, status, msg)
+		}()
+	default:
+		_ = c.Close()
 	}
 }
 

@@ -5,3 +5,6 @@ func (s *Store) ReclaimIfFull() { s.reclaimIfFull() }
 
 // UpdateDiskUsage measures the data directory now, for tests.
 func (s *Store) UpdateDiskUsage() { s.updateDiskUsage() }
+
+// Reclaim runs the space reclamation now, full or not, for tests.
+func (s *Store) Reclaim() { s.reclaim() }

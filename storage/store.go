@@ -262,6 +262,16 @@ func (s *Store) updateDiskUsage() {
 	s.full.Store(s.opts.MaxDiskBytes > 0 && total >= s.opts.MaxDiskBytes)
 }
 
+// stopping reports whether Close has begun.
+func (s *Store) stopping() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
 // every runs fn every d until Close.
 func (s *Store) every(d time.Duration, fn func()) {
 	defer s.wg.Done()
@@ -304,16 +314,24 @@ func (s *Store) reclaimIfFull() {
 // compact for a long time, leaving ingest refused over the quota. So:
 // flush the memtable (dropping a marker key is Badger's way to force it),
 // compact every level, and collect the value log.
+// The flush runs in the writer between two commits, since Badger refuses
+// writes while it drops a prefix; the compaction runs beside the writer.
 func (s *Store) reclaim() {
-	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(flushKey, nil) })
-	if err == nil {
-		err = s.db.DropPrefix(flushKey)
-	}
-	if err == nil {
+	flush := &op{urgent: true, alone: func() error {
+		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(flushKey, nil) }); err != nil {
+			return err
+		}
+		return s.db.DropPrefix(flushKey)
+	}}
+	err := s.w.do(flush)
+	if err == nil && !s.stopping() {
 		err = s.db.Flatten(1)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrClosed) {
 		s.log.Warn().Err(err).Msg("cannot compact storage to reclaim space")
+	}
+	if s.stopping() {
+		return
 	}
 	s.collectGarbage()
 	s.updateDiskUsage()

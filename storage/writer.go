@@ -34,7 +34,11 @@ type op struct {
 	bytes, count int64
 	apply        func(txn *badger.Txn) error
 	after        func() // on success, in the writer goroutine, before errc is answered
-	errc         chan error
+	// alone, when set, runs instead of apply between two transactions,
+	// with no commit of the writer in flight (for Badger calls that
+	// refuse writes while they run).
+	alone func() error
+	errc  chan error
 }
 
 var errcPool = sync.Pool{New: func() any { return make(chan error, 1) }}
@@ -183,6 +187,13 @@ func (w *writer) commitGroup(group []*op) {
 	pending := make([]*op, 0, len(group))
 	var bytes, count int64
 	for _, o := range group {
+		if o.alone != nil {
+			w.commit(txn, pending)
+			pending, bytes, count = pending[:0], 0, 0
+			o.errc <- o.alone()
+			txn = w.s.db.NewTransaction(true)
+			continue
+		}
 		if o.bytes > w.maxBytes || o.count > w.maxCount {
 			o.errc <- ErrTooLarge
 			continue
