@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hookbatch/hookbatch/event"
 	"github.com/valyala/fasthttp"
 )
 
@@ -49,7 +48,7 @@ func (l *perIPListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ip := remoteIP(c)
+		ip := peerAddr(c.RemoteAddr())
 		if l.allowed != nil && !l.allowed(ip) {
 			l.refuse(c, fasthttp.StatusForbidden, errNotAllow.msg)
 			continue
@@ -86,13 +85,6 @@ func (l *perIPListener) refuse(c net.Conn, status int, msg string) {
 	}
 }
 
-// open is the number of connections ip holds.
-func (l *perIPListener) open(ip netip.Addr) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.counts[ip]
-}
-
 func (l *perIPListener) release(ip netip.Addr) {
 	l.mu.Lock()
 	if l.counts[ip]--; l.counts[ip] <= 0 {
@@ -101,21 +93,13 @@ func (l *perIPListener) release(ip netip.Addr) {
 	l.mu.Unlock()
 }
 
-// remoteIP is the peer's address as clientAddr gives it: unmapped, no zone.
-func remoteIP(c net.Conn) netip.Addr {
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return ta.AddrPort().Addr().Unmap().WithZone("")
-	}
-	return netip.Addr{}
-}
-
 // refuseConn answers a refused connection with status and a JSON error and
 // closes it. It reads what the client sent for a moment first, so that
 // closing does not reset the connection before the client has read the
 // answer.
 func refuseConn(c net.Conn, status int, msg string) {
 	defer c.Close()
-	body := string(event.AppendString([]byte(`{"error":`), []byte(msg))) + "}\n"
+	body := string(appendErrorBody(nil, msg))
 	resp := "HTTP/1.1 " + strconv.Itoa(status) + " " + fasthttp.StatusMessage(status) + "\r\n" +
 		"Content-Type: application/json\r\n"
 	if status == fasthttp.StatusTooManyRequests {

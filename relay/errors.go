@@ -38,8 +38,12 @@ func writeError(ctx *fasthttp.RequestCtx, e *httpError) {
 	case fasthttp.StatusUnauthorized:
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="hookbatch"`)
 	}
-	b := make([]byte, 0, len(e.msg)+16)
-	b = append(b, `{"error":`...)
-	b = event.AppendString(b, []byte(e.msg))
-	ctx.SetBody(append(b, "}\n"...))
+	ctx.SetBody(appendErrorBody(make([]byte, 0, len(e.msg)+16), e.msg))
+}
+
+// appendErrorBody appends the body of every error answer: {"error": msg}.
+func appendErrorBody(dst []byte, msg string) []byte {
+	dst = append(dst, `{"error":`...)
+	dst = event.AppendString(dst, []byte(msg))
+	return append(dst, "}\n"...)
 }

@@ -117,13 +117,21 @@ func parseAllow(s string) (netip.Prefix, error) {
 // (X-Forwarded-For) are not trusted: nothing configures which proxies may
 // set them.
 func clientAddr(ctx *fasthttp.RequestCtx) (netip.Addr, bool) {
-	var a netip.Addr
-	if ta, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		a = ta.AddrPort().Addr()
-	} else {
+	a := peerAddr(ctx.RemoteAddr())
+	if !a.IsValid() {
 		a, _ = netip.AddrFromSlice(ctx.RemoteIP())
+		a = a.Unmap()
 	}
-	return a.Unmap().WithZone(""), a.IsValid()
+	return a, a.IsValid()
+}
+
+// peerAddr is a TCP peer's address, unmapped and without a zone (prefixes
+// never contain a zoned address); invalid for other kinds of address.
+func peerAddr(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap().WithZone("")
+	}
+	return netip.Addr{}
 }
 
 // admit checks the client address (403) and its rate limit (429) before any

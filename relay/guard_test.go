@@ -872,7 +872,11 @@ func testConnectionsPerAddress(t *testing.T, r *Relay, s *sink.Sink, dialRelay f
 	}
 
 	held[0].Close()
-	waitFor(t, 5*time.Second, "the closed connection's place back", func() bool { return ln.open(loopback) == 1 })
+	waitFor(t, 5*time.Second, "the closed connection's place back", func() bool {
+		ln.mu.Lock()
+		defer ln.mu.Unlock()
+		return ln.counts[loopback] == 1
+	})
 	if got := roundTrip(dial(), 3); !strings.HasPrefix(got, "202 ") {
 		t.Fatalf("after a connection closed: %s", got)
 	}

@@ -60,13 +60,7 @@ func testLogger(testing.TB) zerolog.Logger {
 // startRelay starts a relay for cfg and stops it when the test ends.
 func startRelay(t *testing.T, cfg config.Config) *Relay {
 	t.Helper()
-	r, err := New(cfg, testLogger(t), "test")
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	if err := r.Start(); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
+	r := openRelay(t, cfg, testLogger(t))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
@@ -75,6 +69,30 @@ func startRelay(t *testing.T, cfg config.Config) *Relay {
 		}
 	})
 	return r
+}
+
+// openRelay starts a relay for cfg logging to log; the test stops it
+// (stopRelay), for instance to restart on the same data.
+func openRelay(t *testing.T, cfg config.Config, log zerolog.Logger) *Relay {
+	t.Helper()
+	r, err := New(cfg, log, "test")
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := r.Start(); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return r
+}
+
+// stopRelay closes r within 15 s.
+func stopRelay(t *testing.T, r *Relay) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := r.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
 }
 
 // startSink starts a signature-checking test subscriber keeping every event.

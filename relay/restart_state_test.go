@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -18,21 +17,11 @@ import (
 func TestPausedBatchCountsAfterRestart(t *testing.T) {
 	s := startSink(t, sink.Options{})
 	cfg := testConfig(t, sub("s", s.URL(), 10, 20*time.Millisecond))
-	r, err := New(cfg, testLogger(t), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r := openRelay(t, cfg, testLogger(t))
 	adminJSON(t, r, "POST", "/v1/subscribers/s/pause", 200, nil)
 	mustIngest(t, r, "/v1/events", `[{"id":"a","type":"order.created","data":1},{"id":"b","type":"order.created","data":2}]`)
 	waitFor(t, 5*time.Second, "a batch formed", func() bool { return subscriberState(t, r, "s").InFlightBatches == 1 })
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := r.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
+	stopRelay(t, r)
 	r = startRelay(t, cfg)
 	waitFor(t, 5*time.Second, "the recovered batch counted", func() bool { return subscriberState(t, r, "s").InFlightBatches == 1 })
 	v := subscriberState(t, r, "s")
@@ -55,38 +44,17 @@ func TestUnconfiguredSubscriberReported(t *testing.T) {
 	a := startSink(t, sink.Options{})
 	down := sub("b", "http://"+deadAddr(t)+"/hook", 10, 20*time.Millisecond)
 	cfg := testConfig(t, sub("a", a.URL(), 10, 20*time.Millisecond), down)
-	r, err := New(cfg, testLogger(t), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r := openRelay(t, cfg, testLogger(t))
 	for i := range 3 {
 		mustIngest(t, r, "/v1/events", fmt.Sprintf(`{"id":"e%d","type":"order.created","data":%d}`, i, i))
 	}
 	waitFor(t, 5*time.Second, "a's deliveries", func() bool { return len(eventsOf(a)) == 3 })
-	stop := func(r *Relay) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := r.Close(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	stop(r)
+	stopRelay(t, r)
 
 	onlyA := cfg
 	onlyA.Subscribers = cfg.Subscribers[:1]
 	var log syncBuffer
-	r, err = New(onlyA, zerolog.New(&log), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stop(r)
+	stopRelay(t, openRelay(t, onlyA, zerolog.New(&log)))
 	var warned bool
 	for _, line := range strings.Split(log.String(), "\n") {
 		if strings.Contains(line, `"subscriber":"b"`) && strings.Contains(line, `"events":3`) &&

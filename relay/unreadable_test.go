@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"strings"
@@ -24,13 +23,7 @@ func TestUnreadableEventsAreDeadLettered(t *testing.T) {
 	sc.Ordered = true // a window of one batch: while paused, later events stay queued
 	cfg := testConfig(t, sc)
 
-	r, err := New(cfg, testLogger(t), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r := openRelay(t, cfg, testLogger(t))
 	adminJSON(t, r, "POST", "/v1/subscribers/s/pause", 200, nil)
 	for i := 1; i <= 6; i++ { // sequence numbers 1 to 6
 		mustIngest(t, r, "/v1/events", fmt.Sprintf(`{"id":"e%d","type":"order.created","data":{"n":%d}}`, i, i))
@@ -39,11 +32,7 @@ func TestUnreadableEventsAreDeadLettered(t *testing.T) {
 		v := subscriberState(t, r, "s")
 		return v.InFlightBatches == 1 && v.QueuedEvents == 6
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := r.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
+	stopRelay(t, r)
 
 	db, err := badger.Open(badger.DefaultOptions(cfg.DataDir).WithLogger(nil))
 	if err != nil {

@@ -181,10 +181,7 @@ func TestQuotaSpaceComesBack(t *testing.T) {
 		if len(evs) == 0 {
 			break
 		}
-		b := &storage.Batch{ID: fmt.Sprint("b", i), Subscriber: "q", Seqs: seqs(evs[:min(len(evs), 50)]), Created: time.Now().UnixNano()}
-		if err := q.CreateBatch(b); err != nil {
-			t.Fatal(err)
-		}
+		b := mustBatch(t, q, fmt.Sprint("b", i), min(len(evs), 50))
 		if err := s.Ack(b); err != nil {
 			t.Fatal(err)
 		}
