@@ -8,3 +8,9 @@ func (s *Store) UpdateDiskUsage() { s.updateDiskUsage() }
 
 // Reclaim runs the space reclamation now, full or not, for tests.
 func (s *Store) Reclaim() { s.reclaim() }
+
+// WithMappedBudget sets the file-backed RSS over which the store pages out
+// its mapped files, for tests.
+func WithMappedBudget(n int64) func(*Options) {
+	return func(o *Options) { o.mappedBudget = n }
+}

@@ -74,6 +74,10 @@ type Options struct {
 	MaxRequestBytes   int
 	MaxRequestEntries int
 	Logger            zerolog.Logger
+
+	// mappedBudget, for tests, replaces the file-backed RSS over which the
+	// store pages out its mapped files (pageOut); below zero: never.
+	mappedBudget int64
 }
 
 // Store is the durable state of one relay. Its methods are safe for
@@ -87,6 +91,12 @@ type Store struct {
 
 	mu     sync.Mutex
 	queues map[string]*Queue
+
+	// mappedDir is opts.Dir as /proc/self/maps names it; mappedBudget the
+	// file-backed RSS over which pageOut acts. Both owned by pageOut's
+	// goroutine once Open returns.
+	mappedDir    string
+	mappedBudget int64
 
 	diskBytes atomic.Int64
 	full      atomic.Bool
@@ -137,6 +147,11 @@ func Open(opts Options) (*Store, error) {
 		WithDetectConflicts(false).
 		WithNumCompactors(2).
 		WithMetricsEnabled(false)
+	// Tables of 2 MiB at every level, not doubling per level: compactions
+	// build up to ten tables at once, each in a buffer of twice its size, so
+	// deeper levels cost heap as the backlog grows (2M queued: ~80 MB less
+	// anonymous RSS, same ingest and drain rates, two alternating runs).
+	bopts.TableSizeMultiplier = 1
 	db, err := badger.Open(bopts)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open badger in %q: %w", opts.Dir, err)
@@ -154,10 +169,17 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.w = newWriter(s, seq, memtable)
+	// The memtables' logs stay mapped whole; beyond them and the program,
+	// 64 MiB of the value log and tables.
+	s.mappedDir, s.mappedBudget = realDir(opts.Dir), 2*memtable+64<<20
+	if opts.mappedBudget != 0 {
+		s.mappedBudget = opts.mappedBudget
+	}
 	s.updateDiskUsage()
-	s.wg.Add(4)
+	s.wg.Add(5)
 	go s.w.run(&s.wg)
 	go s.every(time.Second, s.updateDiskUsage)
+	go s.every(250*time.Millisecond, s.pageOut)
 	go s.every(time.Minute, s.collectGarbage)
 	go s.every(10*time.Second, s.reclaimIfFull)
 	return s, nil
