@@ -19,6 +19,7 @@ import (
 type ingestScratch struct {
 	events []event.Event
 	ids    []byte // assigned ids, back to back
+	fresh  []bool // fresh[i]: events[i]'s id is one of ids
 	recs   []byte // stored records, back to back
 	ends   []int  // end offset in recs of each routed event's record
 	queues []*storage.Queue
@@ -165,15 +166,16 @@ func (r *Relay) ingest(ctx *fasthttp.RequestCtx, now time.Time) *httpError {
 	recvNanos := now.UnixNano()
 	sc.ts = now.UTC().AppendFormat(sc.ts[:0], time.RFC3339Nano)
 	sc.ids = sc.ids[:0]
+	sc.fresh = slices.Grow(sc.fresh[:0], len(events))[:len(events)]
 	for i := range events {
-		if events[i].ID == nil {
+		if sc.fresh[i] = events[i].ID == nil; sc.fresh[i] {
 			sc.ids = event.AppendID(sc.ids, "evt_", now)
 		}
 	}
 	off := 0
 	for i := range events {
 		ev := &events[i]
-		if ev.ID == nil {
+		if sc.fresh[i] {
 			n := len("evt_") + 26
 			ev.ID = sc.ids[off : off+n : off+n]
 			off += n
@@ -221,6 +223,9 @@ func (r *Relay) ingest(ctx *fasthttp.RequestCtx, now time.Time) *httpError {
 			Record: sc.recs[recStart:sc.ends[j]:sc.ends[j]],
 			ID:     id,
 			Queues: sc.queues[qStart:sc.qends[j]:sc.qends[j]],
+			// An id we generated is new, but a producer may send it back
+			// later: it is marked, not looked up.
+			Fresh: sc.fresh[i],
 		})
 		recStart, qStart = sc.ends[j], sc.qends[j]
 	}

@@ -205,9 +205,19 @@ func TestDedup(t *testing.T) {
 	if a.Duplicates != 1 {
 		t.Fatalf("idempotency key again: %+v", a)
 	}
-	waitFor(t, 10*time.Second, "3 events", func() bool { return s.Stats().Events >= 3 })
+	// An id the relay assigned is marked too: sent back, it is a duplicate.
+	a = mustIngest(t, r, "/v1/events", `{"type":"t","data":7}`)
+	if a.Accepted != 1 || len(a.IDs) != 1 || !strings.HasPrefix(a.IDs[0], "evt_") {
+		t.Fatalf("event without id: %+v", a)
+	}
+	assigned := a.IDs[0]
+	a = mustIngest(t, r, "/v1/events", `{"id":"`+assigned+`","type":"t","data":7}`)
+	if a.Accepted != 0 || a.Duplicates != 1 {
+		t.Fatalf("assigned id %s sent back: %+v", assigned, a)
+	}
+	waitFor(t, 10*time.Second, "4 events", func() bool { return s.Stats().Events >= 4 })
 	got := eventsOf(s)
-	if len(got) != 3 || got["e1"] != 1 || got["e2"] != 1 || got["k1"] != 1 {
+	if len(got) != 4 || got["e1"] != 1 || got["e2"] != 1 || got["k1"] != 1 || got[assigned] != 1 {
 		t.Fatalf("delivered %v", got)
 	}
 	for _, e := range s.Events() {
@@ -215,8 +225,8 @@ func TestDedup(t *testing.T) {
 			t.Fatalf("e1 carries %s: the first copy must win", e.Data)
 		}
 	}
-	if v := metricValue(t, r, "hookbatch_events_duplicate_total"); v != 3 {
-		t.Errorf("duplicates metric %v, want 3", v)
+	if v := metricValue(t, r, "hookbatch_events_duplicate_total"); v != 4 {
+		t.Errorf("duplicates metric %v, want 4", v)
 	}
 }
 

@@ -38,32 +38,36 @@ func syncName(sync bool) string {
 }
 
 // BenchmarkAppend appends requests of 1 and 100 events one at a time, each
-// event with its own dedup id, as the relay does with dedup on (the default).
+// event with its own dedup id, as the relay does with dedup on (the default):
+// ids the producer gave (looked up, then marked) or ids the relay generated
+// (fresh: only marked).
 func BenchmarkAppend(b *testing.B) {
 	rec := benchRecord()
 	for _, sync := range []bool{false, true} {
 		for _, n := range []int{1, 100} {
-			b.Run(fmt.Sprintf("%s/events=%d", syncName(sync), n), func(b *testing.B) {
-				s, q := benchOpen(b, sync)
-				qs := []*storage.Queue{q}
-				items := make([]storage.AppendItem, n)
-				idBufs := make([][]byte, n)
-				dup := make([]bool, n)
-				var next uint64
-				b.ReportAllocs()
-				b.SetBytes(int64(n * len(rec)))
-				for b.Loop() {
-					for i := range items {
-						next++
-						idBufs[i] = strconv.AppendUint(idBufs[i][:0], next, 10)
-						items[i] = storage.AppendItem{Record: rec, ID: idBufs[i], Queues: qs}
+			for _, fresh := range []bool{false, true} {
+				b.Run(fmt.Sprintf("%s/events=%d/fresh=%t", syncName(sync), n, fresh), func(b *testing.B) {
+					s, q := benchOpen(b, sync)
+					qs := []*storage.Queue{q}
+					items := make([]storage.AppendItem, n)
+					idBufs := make([][]byte, n)
+					dup := make([]bool, n)
+					var next uint64
+					b.ReportAllocs()
+					b.SetBytes(int64(n * len(rec)))
+					for b.Loop() {
+						for i := range items {
+							next++
+							idBufs[i] = strconv.AppendUint(idBufs[i][:0], next, 10)
+							items[i] = storage.AppendItem{Record: rec, ID: idBufs[i], Queues: qs, Fresh: fresh}
+						}
+						if err := s.Append(items, dup); err != nil {
+							b.Fatal(err)
+						}
 					}
-					if err := s.Append(items, dup); err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
-			})
+					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/event")
+				})
+			}
 		}
 	}
 }

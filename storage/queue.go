@@ -169,6 +169,9 @@ type AppendItem struct {
 	Record []byte   // event.AppendRecord output
 	ID     []byte   // dedup key; nil disables dedup for this event
 	Queues []*Queue // at least one
+	// Fresh says ID was just generated, so it cannot have been seen: its
+	// dedup marker is written without first being looked up.
+	Fresh bool
 }
 
 // Append stores items in one transaction and returns once it is committed
@@ -203,13 +206,15 @@ func (s *Store) Append(items []AppendItem, dup []bool) error {
 			dup[i] = false
 			if window > 0 && it.ID != nil {
 				k := kb.add(kindDedup, it.ID)
-				_, err := txn.Get(k)
-				if err == nil {
-					dup[i] = true
-					continue
-				}
-				if !errors.Is(err, badger.ErrKeyNotFound) {
-					return err
+				if !it.Fresh {
+					_, err := txn.Get(k)
+					if err == nil {
+						dup[i] = true
+						continue
+					}
+					if !errors.Is(err, badger.ErrKeyNotFound) {
+						return err
+					}
 				}
 				if err := txn.SetEntry(badger.NewEntry(k, nil).WithTTL(window)); err != nil {
 					return err

@@ -193,8 +193,14 @@ func TestDedup(t *testing.T) {
 	if !slices.Equal(dup, []bool{false, true}) {
 		t.Fatalf("dup = %v over a dirty slice", dup)
 	}
-	checkIDs(t, "queue q", readQueue(t, q, 0), "x", "y", "z", "n", "n", "n", "w")
-	checkDepth(t, q, 7)
+	// A fresh id is stored without a look-up, and marked: seen again, it
+	// is a duplicate.
+	fresh := ev("f", q)
+	fresh.Fresh = true
+	f([]storage.AppendItem{fresh, ev("f", q)}, false, true)
+	f([]storage.AppendItem{ev("f", q)}, true)
+	checkIDs(t, "queue q", readQueue(t, q, 0), "x", "y", "z", "n", "n", "n", "w", "f")
+	checkDepth(t, q, 8)
 	checkDepth(t, r, 0)
 
 	// The dedup index survives a reopen.
