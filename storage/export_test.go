@@ -14,3 +14,6 @@ func (s *Store) Reclaim() { s.reclaim() }
 func WithMappedBudget(n int64) func(*Options) {
 	return func(o *Options) { o.mappedBudget = n }
 }
+
+// PageOutWorks reports whether this kernel takes MADV_PAGEOUT.
+var PageOutWorks = pageOutWorks

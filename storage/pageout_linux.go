@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -16,25 +17,51 @@ import (
 // backlog (DESIGN §2.4 says RSS must not). So, once the process maps more
 // file-backed memory than the store's budget, the store advises the kernel
 // to page out what its value-log and table files map (MADV_PAGEOUT), but
-// for the last keepWarm bytes written to the value log, which delivery is
-// about to read.
+// for the newest keepWarm bytes of the value log, which delivery is about
+// to read, and of the newest tables, which compactions are about to read.
 //
 // The advice cannot change data: the kernel drops clean pages (already on
-// disk) and leaves dirty ones for writeback, and a later read faults the
-// page back in. So a mapping that Badger unmaps between our reading of
+// disk) and leaves dirty ones for writeback (with sync_writes off they leave
+// RSS but stay in the page cache until written), and a later read faults
+// the page back in. So a mapping that Badger unmaps between our reading of
 // /proc/self/maps and the advice costs nothing either: whatever the range
 // holds by then is only paged out, never discarded.
+//
+// The budget counts the whole process's file-backed RSS, which also holds
+// the program and Badger's memtable logs, pages the advice cannot take: so
+// after a pass, the next one waits until another pageOutStep has been
+// mapped, and a budget those alone exceed does not make every tick a pass.
 
-// keepWarm is how much of the value log's newest records stays mapped.
-const keepWarm = 8 << 20
+const (
+	keepWarm    = 8 << 20  // bytes of the newest value-log file, and of the newest tables, left mapped
+	pageOutStep = 32 << 20 // file-backed RSS to add after a pass before the next
+)
 
-// pageOut runs the advice described above if the process's file-backed RSS
-// is over s.mappedBudget.
+// pageOutWorks reports whether the kernel takes MADV_PAGEOUT (Linux 5.4
+// and later, and not refused by a sandbox), tried on a page of our own.
+func pageOutWorks() bool {
+	b, err := unix.Mmap(-1, 0, os.Getpagesize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		return false
+	}
+	defer unix.Munmap(b)
+	b[0] = 1
+	return unix.Madvise(b, unix.MADV_PAGEOUT) == nil
+}
+
+// pageOutDue reports whether file-backed RSS rss calls for a pass, given
+// the budget and the RSS right after the last pass (floor).
+func pageOutDue(rss, budget, floor int64) bool {
+	return budget > 0 && rss > max(budget, floor+pageOutStep)
+}
+
+// pageOut runs the advice described above when pageOutDue says so.
 func (s *Store) pageOut() {
-	if s.mappedBudget <= 0 || s.mappedDir == "" {
+	if s.mappedDir == "" {
 		return
 	}
-	if rss, err := fileRSS(); err != nil || rss <= s.mappedBudget {
+	rss, err := fileRSS()
+	if err != nil || !pageOutDue(rss, s.mappedBudget, s.mappedFloor) {
 		return
 	}
 	maps, err := os.ReadFile("/proc/self/maps")
@@ -42,38 +69,37 @@ func (s *Store) pageOut() {
 		return
 	}
 	regions := s.mappedFiles(maps)
-	newest := -1
-	for _, r := range regions {
-		if r.vlog {
-			newest = max(newest, r.fid)
-		}
-	}
+	// Newest first: the newest value-log file, then the newest tables,
+	// keep their warm parts.
+	slices.SortFunc(regions, func(a, b mappedRegion) int { return b.fid - a.fid })
+	newestLog, tables := true, uintptr(0)
 	page := uintptr(os.Getpagesize())
 	for _, r := range regions {
 		length := r.end - r.start
 		if r.vlog {
-			// Only the written part of a value-log file: Badger
-			// preallocates it sparse and writes it front to back.
 			var st unix.Stat_t
 			if unix.Stat(r.path, &st) != nil {
 				continue
 			}
-			length = min(length, uintptr(st.Blocks)*512)
-			if r.fid == newest {
+			if newestLog {
+				// Preallocated sparse and written front to back: the
+				// allocated blocks are about what was written.
+				length = min(length, uintptr(st.Blocks)*512)
 				length -= min(length, keepWarm)
+				newestLog = false
+			} else {
+				length = min(length, uintptr(st.Size))
 			}
-		}
-		if length &^= page - 1; length == 0 {
+		} else if tables += length; tables <= keepWarm {
 			continue
 		}
-		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, r.start, length, unix.MADV_PAGEOUT); errno != 0 {
-			if errno == unix.EINVAL || errno == unix.EPERM {
-				// A kernel before 5.4, or one that refuses us: stop asking.
-				s.log.Info().Err(errno).Msg("cannot page out the store's memory-mapped files; their pages stay in RSS until the kernel reclaims them")
-				s.mappedBudget = 0
-				return
-			}
+		if length &^= page - 1; length > 0 {
+			// An error (a range unmapped meanwhile) costs only this range.
+			_, _, _ = unix.Syscall(unix.SYS_MADVISE, r.start, length, unix.MADV_PAGEOUT)
 		}
+	}
+	if after, err := fileRSS(); err == nil {
+		s.mappedFloor = after
 	}
 }
 
@@ -81,8 +107,8 @@ func (s *Store) pageOut() {
 type mappedRegion struct {
 	start, end uintptr
 	path       string
-	vlog       bool
-	fid        int
+	vlog       bool // a value-log file, else a table
+	fid        int  // the file's number: higher is newer
 }
 
 // mappedFiles lists the mappings of the store's value-log and table files
@@ -114,19 +140,16 @@ func (s *Store) mappedFiles(maps []byte) []mappedRegion {
 		if len(path) <= len(prefix) || path[:len(prefix)] != prefix || filepath.Dir(path) != s.mappedDir {
 			continue
 		}
-		r := mappedRegion{path: path}
 		name := filepath.Base(path)
-		switch filepath.Ext(name) {
-		case ".vlog":
-			fid, err := strconv.Atoi(name[:len(name)-len(".vlog")])
-			if err != nil {
-				continue
-			}
-			r.vlog, r.fid = true, fid
-		case ".sst":
-		default:
+		ext := filepath.Ext(name)
+		if ext != ".vlog" && ext != ".sst" {
 			continue
 		}
+		fid, err := strconv.Atoi(name[:len(name)-len(ext)])
+		if err != nil {
+			continue
+		}
+		r := mappedRegion{path: path, vlog: ext == ".vlog", fid: fid}
 		dash := bytes.IndexByte(f[0], '-')
 		if dash < 0 {
 			continue

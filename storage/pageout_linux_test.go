@@ -16,10 +16,14 @@ import (
 // TestMappedFilesLeaveRSS writes a backlog of 160 MB and checks that the
 // value-log and table pages Badger touched through its memory maps leave
 // the process's RSS (DESIGN §2.4: RSS does not grow with the backlog),
-// except the newest 8 MiB of the value log.
+// except the newest 8 MiB of the value log and of the tables and what was
+// mapped since the last pass (under 32 MiB).
 func TestMappedFilesLeaveRSS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes 160 MB; skipped with -short")
+	}
+	if !storage.PageOutWorks() {
+		t.Skip("this kernel refuses MADV_PAGEOUT (Linux before 5.4, or a sandbox)")
 	}
 	dir := t.TempDir()
 	// A budget of one byte: page out at every tick.
@@ -33,7 +37,7 @@ func TestMappedFilesLeaveRSS(t *testing.T) {
 		}
 		mustAppend(t, s, items...)
 	}
-	const want = 32 << 20
+	const want = 64 << 20
 	var rss int64
 	var vlogs int
 	deadline := time.Now().Add(20 * time.Second)
@@ -42,8 +46,9 @@ func TestMappedFilesLeaveRSS(t *testing.T) {
 		if rss < want || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(50 * time.Millisecond) // the store pages out once a second
+		time.Sleep(50 * time.Millisecond) // the store looks every 250 ms
 	}
+	t.Logf("160 MB written in %d value-log files: %d MiB of their mappings and the tables' resident", vlogs, rss>>20)
 	if vlogs < 2 {
 		t.Fatalf("found %d mapped value-log files of the store; want the 160 MB in at least 2", vlogs)
 	}
@@ -86,7 +91,11 @@ func mappedRSS(t *testing.T, dir string) (rss int64, vlogs int) {
 		line := sc.Text()
 		fields := strings.Fields(line)
 		if len(fields) > 0 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
-			path := fields[len(fields)-1]
+			// start-end perms offset dev inode path, which may hold spaces
+			path := ""
+			if len(fields) >= 6 {
+				path = line[strings.Index(line, fields[5]):]
+			}
 			in = filepath.Dir(path) == real && (strings.HasSuffix(path, ".vlog") || strings.HasSuffix(path, ".sst"))
 			if in && strings.HasSuffix(path, ".vlog") {
 				vlogs++

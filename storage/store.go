@@ -27,6 +27,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -92,11 +93,12 @@ type Store struct {
 	mu     sync.Mutex
 	queues map[string]*Queue
 
-	// mappedDir is opts.Dir as /proc/self/maps names it; mappedBudget the
-	// file-backed RSS over which pageOut acts. Both owned by pageOut's
-	// goroutine once Open returns.
-	mappedDir    string
-	mappedBudget int64
+	// mappedDir is opts.Dir as /proc/self/maps names it ("": no paging
+	// out); mappedBudget the file-backed RSS over which pageOut acts, and
+	// mappedFloor that RSS after its last pass. Owned by pageOut's goroutine
+	// once Open returns.
+	mappedDir                 string
+	mappedBudget, mappedFloor int64
 
 	diskBytes atomic.Int64
 	full      atomic.Bool
@@ -171,9 +173,16 @@ func Open(opts Options) (*Store, error) {
 	s.w = newWriter(s, seq, memtable)
 	// The memtables' logs stay mapped whole; beyond them and the program,
 	// 64 MiB of the value log and tables.
-	s.mappedDir, s.mappedBudget = realDir(opts.Dir), 2*memtable+64<<20
+	s.mappedBudget = 2*memtable + 64<<20
 	if opts.mappedBudget != 0 {
-		s.mappedBudget = opts.mappedBudget
+		s.mappedBudget = max(opts.mappedBudget, 0)
+	}
+	if s.mappedBudget > 0 {
+		if pageOutWorks() {
+			s.mappedDir = realDir(opts.Dir)
+		} else if runtime.GOOS == "linux" {
+			s.log.Info().Msg("the kernel refuses MADV_PAGEOUT: the pages of Badger's memory-mapped files leave RSS only when it reclaims them")
+		}
 	}
 	s.updateDiskUsage()
 	s.wg.Add(5)
