@@ -72,6 +72,7 @@ func (s *Store) Ack(b *Batch) error {
 		bytes: entryCost(len(b.ID)+1, 0) + int64(len(b.Seqs))*2*entryCost(9, 8),
 		count: 1 + 2*int64(len(b.Seqs)),
 	}
+	var freed int64 // reference counts deleted, for the writer's count once committed
 	o.apply = func(txn *badger.Txn) error {
 		if _, err := txn.Get(batchKey(b.ID)); err != nil {
 			return notFound(err) // acknowledged twice: release nothing twice
@@ -79,9 +80,12 @@ func (s *Store) Ack(b *Batch) error {
 		if err := txn.Delete(batchKey(b.ID)); err != nil {
 			return err
 		}
-		return releaseLocked(txn, b.Seqs)
+		var err error
+		freed, err = s.w.releaseLocked(txn, b.Seqs)
+		return err
 	}
 	o.after = func() {
+		s.w.shared -= freed
 		s.addDepth(b.Subscriber, -int64(len(b.Seqs)))
 		s.released.Add(int64(len(b.Seqs)))
 	}
@@ -149,6 +153,7 @@ func (s *Store) DropDeadLetter(id string) error {
 		bytes: entryCost(len(id)+1, 0) + int64(len(b.Seqs))*2*entryCost(9, 8),
 		count: 1 + 2*int64(len(b.Seqs)),
 	}
+	var freed int64
 	o.apply = func(txn *badger.Txn) error {
 		if _, err := txn.Get(deadKey(id)); err != nil {
 			return notFound(err)
@@ -156,9 +161,14 @@ func (s *Store) DropDeadLetter(id string) error {
 		if err := txn.Delete(deadKey(id)); err != nil {
 			return err
 		}
-		return releaseLocked(txn, b.Seqs)
+		var err error
+		freed, err = s.w.releaseLocked(txn, b.Seqs)
+		return err
 	}
-	o.after = func() { s.released.Add(int64(len(b.Seqs))) }
+	o.after = func() {
+		s.w.shared -= freed
+		s.released.Add(int64(len(b.Seqs)))
+	}
 	if err := s.w.do(o); err != nil {
 		return fmt.Errorf("cannot drop dead letter %s: %w", id, err)
 	}
@@ -273,19 +283,31 @@ func getBatch(txn *badger.Txn, key []byte) (*Batch, error) {
 }
 
 // releaseLocked drops one reference to each event, deleting the records
-// nobody holds any more. It runs inside the writer's transaction.
-func releaseLocked(txn *badger.Txn, seqs []uint64) error {
+// nobody holds any more, and returns how many reference counts it deleted.
+// It runs inside the writer's transaction. While no event is held by more
+// than one queue (w.shared is 0), no reference count exists and the records
+// are deleted without looking one up.
+func (w *writer) releaseLocked(txn *badger.Txn, seqs []uint64) (int64, error) {
+	if w.shared == 0 {
+		for _, seq := range seqs {
+			if err := txn.Delete(eventKey(seq)); err != nil {
+				return 0, err
+			}
+		}
+		return 0, nil
+	}
+	var freed int64
 	for _, seq := range seqs {
 		rk := refKey(seq)
 		item, err := txn.Get(rk)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			if err := txn.Delete(eventKey(seq)); err != nil {
-				return err
+				return 0, err
 			}
 			continue
 		}
 		if err != nil {
-			return err
+			return 0, err
 		}
 		var n uint64
 		if err := item.Value(func(v []byte) error {
@@ -295,18 +317,19 @@ func releaseLocked(txn *badger.Txn, seqs []uint64) error {
 			n = be.Uint64(v)
 			return nil
 		}); err != nil {
-			return err
+			return 0, err
 		}
 		if n <= 2 {
 			err = txn.Delete(rk)
+			freed++
 		} else {
 			err = txn.Set(rk, be.AppendUint64(nil, n-1))
 		}
 		if err != nil {
-			return err
+			return 0, err
 		}
 	}
-	return nil
+	return freed, nil
 }
 
 func (s *Store) addDepth(sub string, n int64) {

@@ -226,6 +226,7 @@ func (s *Store) Append(items []AppendItem, dup []bool) error {
 				return err
 			}
 			if n := len(it.Queues); n > 1 {
+				s.w.shared++ // before the commit: an upper bound, never below
 				var count [8]byte
 				be.PutUint64(count[:], uint64(n))
 				if err := txn.Set(kb.add(kindRef, seq[:]), kb.add(count[:])); err != nil {

@@ -170,7 +170,12 @@ func Open(opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	s.w = newWriter(s, seq, memtable)
+	shared, err := s.countShared()
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.w = newWriter(s, seq, shared, memtable)
 	// The memtables' logs stay mapped whole; beyond them and the program,
 	// 64 MiB of the value log and tables.
 	s.mappedBudget = 2*memtable + 64<<20
@@ -243,6 +248,24 @@ func (s *Store) loadSeq() (uint64, error) {
 		return 0, fmt.Errorf("cannot read the sequence number: %w", err)
 	}
 	return seq, nil
+}
+
+// countShared counts the stored reference counts: the events held by more
+// than one queue.
+func (s *Store) countShared() (int64, error) {
+	var n int64
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: kindRef})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("cannot count shared events: %w", err)
+	}
+	return n, nil
 }
 
 // view runs fn in a read transaction, or fails with ErrClosed.

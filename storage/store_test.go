@@ -138,6 +138,43 @@ func TestAppendFanOut(t *testing.T) {
 	}
 }
 
+// Releasing skips the look-up of reference counts while no event is shared:
+// the shared events must be counted again after a reopen, and counted when
+// they come back after every earlier one was released.
+func TestSharedRecordsCounted(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir)
+	a, b := mustQueue(t, s, "a"), mustQueue(t, s, "b")
+	mustAppend(t, s, ev("solo1", a), ev("shared1", a, b))
+	mustClose(t, s)
+
+	s = mustOpen(t, dir)
+	a, b = mustQueue(t, s, "a"), mustQueue(t, s, "b")
+	ack := func(x *storage.Batch) {
+		t.Helper()
+		if err := s.Ack(x); err != nil {
+			t.Fatalf("Ack %s: %v", x.ID, err)
+		}
+	}
+	readable := func(x *storage.Batch, ids ...string) {
+		t.Helper()
+		evs, err := readBatch(t, s, x)
+		if err != nil {
+			t.Fatalf("ReadBatch %s: %v", x.ID, err)
+		}
+		checkIDs(t, "batch "+x.ID, evs, ids...)
+	}
+	ack(mustBatch(t, a, "a1", 2))
+	b1 := mustBatch(t, b, "b1", 1)
+	readable(b1, "shared1") // its record outlived a's ack after the reopen
+	ack(b1)
+
+	// Nothing shared is stored now; then a shared event comes again.
+	mustAppend(t, s, ev("solo2", a), ev("shared2", a, b))
+	ack(mustBatch(t, a, "a2", 2))
+	readable(mustBatch(t, b, "b2", 1), "shared2")
+}
+
 // A fan-out event held by a dead letter stays stored after the other
 // subscriber's ack, until the dead letter is dropped.
 func TestFanOutDeadLetterHoldsRecord(t *testing.T) {

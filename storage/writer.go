@@ -61,9 +61,15 @@ type writer struct {
 	// seq is the last sequence number handed out in the open transaction;
 	// committed the last one durably stored. Both are owned by run.
 	seq, committed uint64
+	// shared is at least the number of reference counts stored (events
+	// held by more than one queue): counted up as they are written, down
+	// once their deletion is committed, so a failed transaction can only
+	// leave it too high. Owned by run. At 0, releasing an event needs no
+	// look-up of its count (releaseLocked).
+	shared int64
 }
 
-func newWriter(s *Store, seq uint64, memtable int64) *writer {
+func newWriter(s *Store, seq uint64, shared, memtable int64) *writer {
 	// Badger refuses a transaction of 15% of a memtable or of that many
 	// bytes divided by a skiplist node; stay at 80% of both.
 	maxBytes := memtable * 15 / 100
@@ -75,6 +81,7 @@ func newWriter(s *Store, seq uint64, memtable int64) *writer {
 		maxCount:  maxBytes / int64(skl.MaxNodeSize) * 8 / 10,
 		seq:       seq,
 		committed: seq,
+		shared:    shared,
 	}
 }
 
