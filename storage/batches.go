@@ -85,7 +85,7 @@ func (s *Store) Ack(b *Batch) error {
 		return err
 	}
 	o.after = func() {
-		s.w.shared -= freed
+		s.w.refsDeleted(freed)
 		s.addDepth(b.Subscriber, -int64(len(b.Seqs)))
 		s.released.Add(int64(len(b.Seqs)))
 	}
@@ -166,7 +166,7 @@ func (s *Store) DropDeadLetter(id string) error {
 		return err
 	}
 	o.after = func() {
-		s.w.shared -= freed
+		s.w.refsDeleted(freed)
 		s.released.Add(int64(len(b.Seqs)))
 	}
 	if err := s.w.do(o); err != nil {

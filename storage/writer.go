@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"math"
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
@@ -259,6 +260,16 @@ func (w *writer) commit(txn *badger.Txn, pending []*op) {
 			p.after()
 		}
 		p.errc <- err
+	}
+}
+
+// refsDeleted lowers shared by the n reference counts a committed
+// transaction deleted. Below zero the bound is lost (a count deleted that
+// was never counted): counts are looked up again until Open counts them.
+func (w *writer) refsDeleted(n int64) {
+	if w.shared -= n; w.shared < 0 {
+		w.s.log.Error().Int64("shared", w.shared).Msg("storage: reference counts miscounted; looking each up until restart")
+		w.shared = math.MaxInt64 / 2
 	}
 }
 

@@ -1,0 +1,562 @@
+package storage
+
+// Tests of w.shared, the upper bound of stored reference counts at which
+// releaseLocked deletes records without looking one up: if it ever read 0
+// while a count is stored, a record another queue holds would be deleted.
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/rs/zerolog"
+)
+
+func openStore(t *testing.T, dir string) *Store {
+	t.Helper()
+	s, err := Open(Options{Dir: dir, MaxRequestBytes: 1 << 20, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func openQueue(t *testing.T, s *Store, id string) *Queue {
+	t.Helper()
+	q, err := s.Queue(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+func appendTo(t *testing.T, s *Store, rec string, qs ...*Queue) {
+	t.Helper()
+	if err := s.Append([]AppendItem{{Record: []byte(rec), Queues: qs}}, make([]bool, 1)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// formBatch stores a batch of the n oldest queued events of q.
+func formBatch(t *testing.T, q *Queue, id string, n int) *Batch {
+	t.Helper()
+	b := &Batch{ID: id, Subscriber: q.ID(), Created: 1}
+	if err := q.Read(0, n, func(seq uint64, _ []byte) bool { b.Seqs = append(b.Seqs, seq); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Seqs) != n {
+		t.Fatalf("queue %s holds %d events, want %d", q.ID(), len(b.Seqs), n)
+	}
+	if err := q.CreateBatch(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mustReadBatch(t *testing.T, s *Store, b *Batch) {
+	t.Helper()
+	if err := s.ReadBatch(b, func(uint64, []byte) error { return nil }); err != nil {
+		t.Fatalf("batch %s of %s lost its events: %v", b.ID, b.Subscriber, err)
+	}
+}
+
+// writerShared reads w.shared in the writer goroutine.
+func writerShared(t *testing.T, s *Store) int64 {
+	t.Helper()
+	var n int64
+	if err := s.w.do(&op{urgent: true, alone: func() error { n = s.w.shared; return nil }}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// storedRefs counts the reference counts stored.
+func storedRefs(t *testing.T, s *Store) int64 {
+	t.Helper()
+	n, err := s.countShared()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// An event of three subscribers: after two acks the third still reads it.
+// Fails if lowering a count (not deleting it) counted as freeing one.
+func TestSharedThreeWay(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	a, b, c := openQueue(t, s, "a"), openQueue(t, s, "b"), openQueue(t, s, "c")
+	appendTo(t, s, "abc", a, b, c)
+	for _, q := range []*Queue{a, b} {
+		if err := s.Ack(formBatch(t, q, "b"+q.ID(), 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustReadBatch(t, s, formBatch(t, c, "bc", 1))
+}
+
+// Two shared events at a reopen are counted as two, not "some".
+// Fails if Open only noted whether some count exists.
+func TestSharedCountedAtReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	a, b := openQueue(t, s, "a"), openQueue(t, s, "b")
+	appendTo(t, s, "x", a, b)
+	appendTo(t, s, "y", a, b)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir)
+	a, b = openQueue(t, s, "a"), openQueue(t, s, "b")
+	if got := writerShared(t, s); got != 2 {
+		t.Fatalf("shared = %d after reopen, want 2", got)
+	}
+	for i := range 2 {
+		if err := s.Ack(formBatch(t, a, fmt.Sprint("a", i), 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustReadBatch(t, s, formBatch(t, b, "b", 2))
+}
+
+// holdWriter makes the writer run an alone op that blocks until the returned
+// func is called, so that the next ops submitted share one transaction.
+func holdWriter(t *testing.T, s *Store) (release func()) {
+	started, block := make(chan struct{}), make(chan struct{})
+	go func() {
+		_ = s.w.do(&op{urgent: true, alone: func() error { close(started); <-block; return nil }})
+	}()
+	<-started
+	return func() { close(block) }
+}
+
+func waitQueued(t *testing.T, s *Store, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); len(s.w.urgent) < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d ops queued, want %d", len(s.w.urgent), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// failingAck runs s.Ack(x) in the same transaction as an op whose apply (or
+// commit) fails, so the ack is answered with the failure; then the ack is
+// retried, and the other subscriber's batch must still be readable.
+func failingAck(t *testing.T, poison func(txn *badger.Txn) error) {
+	s := openStore(t, t.TempDir())
+	a, b := openQueue(t, s, "a"), openQueue(t, s, "b")
+	appendTo(t, s, "x", a, b)
+	ba, bb := formBatch(t, a, "ba", 1), formBatch(t, b, "bb", 1)
+
+	release := holdWriter(t, s)
+	ackErr, poisonErr := make(chan error, 1), make(chan error, 1)
+	go func() { ackErr <- s.Ack(ba) }()
+	waitQueued(t, s, 1)
+	go func() { poisonErr <- s.w.do(&op{urgent: true, count: 1, apply: poison}) }()
+	waitQueued(t, s, 2)
+	release()
+	if err := <-ackErr; err == nil {
+		t.Fatal("the ack sharing the failed transaction succeeded: the test did not group them")
+	}
+	<-poisonErr
+	if got, refs := writerShared(t, s), storedRefs(t, s); got < refs {
+		t.Fatalf("shared = %d below the %d reference counts stored", got, refs)
+	}
+	if err := s.Ack(ba); err != nil { // persist retries it
+		t.Fatal(err)
+	}
+	mustReadBatch(t, s, bb)
+}
+
+// Fails if shared were lowered before the commit, or for the operations of a
+// transaction dropped because a later operation's apply failed.
+func TestSharedFailedApply(t *testing.T) {
+	failingAck(t, func(*badger.Txn) error { return errors.New("injected apply failure") })
+}
+
+// Fails if shared were lowered although the commit failed.
+func TestSharedFailedCommit(t *testing.T) {
+	failingAck(t, func(txn *badger.Txn) error { txn.Discard(); return nil })
+}
+
+// A random walk through every operation touching events (1..3 subscribers
+// per event, batches, acks, dead letters, replays, drops, splits, reopens),
+// checking after each step that shared is at least the number of reference
+// counts stored and that every stored batch and dead letter can be read.
+func TestSharedRandomWalk(t *testing.T) {
+	for seed := range uint64(8) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomWalk(t, seed) })
+	}
+}
+
+func randomWalk(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 97))
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	subs := []string{"a", "b", "c"}
+	qs := func() map[string]*Queue {
+		m := map[string]*Queue{}
+		for _, id := range subs {
+			m[id] = openQueue(t, s, id)
+		}
+		return m
+	}
+	q := qs()
+	nb := 0
+	for step := range 400 {
+		switch k := rng.IntN(100); {
+		case k < 35: // append 1..4 events, each to 1..3 subscribers
+			var items []AppendItem
+			for range 1 + rng.IntN(4) {
+				perm := rng.Perm(3)[:1+rng.IntN(3)]
+				var to []*Queue
+				for _, i := range perm {
+					to = append(to, q[subs[i]])
+				}
+				items = append(items, AppendItem{Record: []byte(fmt.Sprint("rec", step)), Queues: to})
+			}
+			if err := s.Append(items, make([]bool, len(items))); err != nil {
+				t.Fatal(err)
+			}
+		case k < 55: // form a batch
+			qq := q[subs[rng.IntN(3)]]
+			var seqs []uint64
+			_ = qq.Read(0, 1+rng.IntN(4), func(seq uint64, _ []byte) bool { seqs = append(seqs, seq); return true })
+			if len(seqs) == 0 {
+				continue
+			}
+			nb++
+			if err := qq.CreateBatch(&Batch{ID: fmt.Sprintf("b%04d", nb), Subscriber: qq.ID(), Seqs: seqs}); err != nil {
+				t.Fatal(err)
+			}
+		case k < 75: // ack, dead-letter or split a batch
+			bs, err := s.Batches()
+			if err != nil || len(bs) == 0 {
+				continue
+			}
+			b := bs[rng.IntN(len(bs))]
+			switch rng.IntN(4) {
+			case 0, 1:
+				err = s.Ack(b)
+			case 2:
+				err = s.DeadLetter(b)
+			case 3:
+				if len(b.Seqs) > 1 {
+					_, err = s.Split(b)
+				}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		case k < 85: // replay or drop a dead letter
+			dls, err := s.DeadLetters("", 0)
+			if err != nil || len(dls) == 0 {
+				continue
+			}
+			d := dls[rng.IntN(len(dls))]
+			if rng.IntN(2) == 0 {
+				_, err = s.Replay(d.ID)
+			} else {
+				err = s.DropDeadLetter(d.ID)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		case k < 90: // concurrent acks of everything pending
+			bs, _ := s.Batches()
+			errc := make(chan error, len(bs))
+			for _, b := range bs {
+				go func() { errc <- s.Ack(b) }()
+			}
+			for range bs {
+				if err := <-errc; err != nil {
+					t.Fatal(err)
+				}
+			}
+		default: // reopen
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = openStore(t, dir)
+			q = qs()
+		}
+		if sh, refs := writerShared(t, s), storedRefs(t, s); sh < refs {
+			t.Fatalf("step %d: shared = %d below the %d reference counts stored", step, sh, refs)
+		}
+		bs, _ := s.Batches()
+		dls, _ := s.DeadLetters("", 0)
+		for _, b := range slices.Concat(bs, dls) {
+			mustReadBatch(t, s, b)
+		}
+		for _, qq := range q {
+			if err := qq.Read(0, 1<<20, func(uint64, []byte) bool { return true }); err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
+		}
+	}
+}
+
+// ---- crash test: kill -9 a process fanning events out and releasing them,
+// reopen, and check that every reference count equals its holders.
+
+const sharedCrashEnv = "HOOKBATCH_SHARED_CRASH_DIR"
+
+func TestSharedCrashHelper(t *testing.T) {
+	dir := os.Getenv(sharedCrashEnv)
+	if dir == "" {
+		t.Skip("helper process of TestSharedCrashFanOut")
+	}
+	s, err := Open(Options{Dir: dir, MaxRequestBytes: 1 << 20, Logger: zerolog.Nop(), SyncWrites: os.Getenv("HOOKBATCH_SHARED_CRASH_SYNC") != ""})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	fail := func(err error) { fmt.Fprintln(os.Stderr, err); os.Exit(4) }
+	subs := []string{"a", "b", "c"}
+	qs := map[string]*Queue{}
+	for _, id := range subs {
+		q, err := s.Queue(id)
+		if err != nil {
+			fail(err)
+		}
+		qs[id] = q
+	}
+	rare := os.Getenv("HOOKBATCH_SHARED_CRASH_RARE") != ""
+	for g := range 4 {
+		go func() {
+			rng := rand.New(rand.NewPCG(uint64(g), uint64(time.Now().UnixNano())))
+			for {
+				if rare {
+					time.Sleep(2 * time.Millisecond)
+				}
+				var items []AppendItem
+				for range 1 + rng.IntN(3) {
+					var to []*Queue
+					nq := 1 + rng.IntN(3)
+					if rare && rng.IntN(20) != 0 {
+						nq = 1
+					}
+					for _, i := range rng.Perm(3)[:nq] {
+						to = append(to, qs[subs[i]])
+					}
+					items = append(items, AppendItem{Record: []byte("r"), Queues: to})
+				}
+				if err := s.Append(items, make([]bool, len(items))); err != nil {
+					fail(err)
+				}
+			}
+		}()
+	}
+	for i, id := range subs {
+		go func() {
+			rng := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
+			q := qs[id]
+			for n := 0; ; n++ {
+				var seqs []uint64
+				if err := q.Read(0, 1+rng.IntN(8), func(seq uint64, _ []byte) bool { seqs = append(seqs, seq); return true }); err != nil {
+					fail(err)
+				}
+				if len(seqs) > 0 {
+					b := &Batch{ID: fmt.Sprintf("%s-%d-%d", id, time.Now().UnixNano(), n), Subscriber: id, Seqs: seqs}
+					if err := q.CreateBatch(b); err != nil {
+						fail(err)
+					}
+				}
+				bs, err := s.Batches()
+				if err != nil {
+					fail(err)
+				}
+				for _, b := range bs {
+					if b.Subscriber != id {
+						continue
+					}
+					if err := s.ReadBatch(b, func(uint64, []byte) error { return nil }); err != nil && !errors.Is(err, ErrClosed) {
+						if _, gone := s.GetBatch(b.ID); gone == nil {
+							fail(fmt.Errorf("LOSS: batch %s: %w", b.ID, err))
+						}
+					}
+					switch k := rng.IntN(10); {
+					case k < 6:
+						err = s.Ack(b)
+					case k < 8:
+						err = s.DeadLetter(b)
+					case k < 9 && len(b.Seqs) > 1:
+						_, err = s.Split(b)
+					}
+					if err != nil && !errors.Is(err, ErrNotFound) {
+						fail(err)
+					}
+				}
+				dls, err := s.DeadLetters(id, 0)
+				if err != nil {
+					fail(err)
+				}
+				for _, d := range dls {
+					if rng.IntN(2) == 0 {
+						err = s.DropDeadLetter(d.ID)
+					} else {
+						_, err = s.Replay(d.ID)
+					}
+					if err != nil && !errors.Is(err, ErrNotFound) {
+						fail(err)
+					}
+				}
+			}
+		}()
+	}
+	select {}
+}
+
+// checkRefs checks, with the writer idle, that every event held by n > 1
+// holders has a count n, that one held once has none, that every held
+// event has its record, and that w.shared equals the counts stored.
+func checkRefs(t *testing.T, s *Store) (events, shared int) {
+	t.Helper()
+	holders := map[uint64]int{}
+	recs := map[uint64]bool{}
+	refs := map[uint64]uint64{}
+	err := s.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().KeyCopy(nil)
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			switch k[0] {
+			case 'e':
+				recs[be.Uint64(k[1:])] = true
+			case 'r':
+				refs[be.Uint64(k[1:])] = be.Uint64(v)
+			case 'q':
+				holders[be.Uint64(k[len(k)-8:])]++
+			case 'b', 'x':
+				b, err := unmarshalBatch(v)
+				if err != nil {
+					return err
+				}
+				for _, seq := range b.Seqs {
+					holders[seq]++
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq, n := range holders {
+		if !recs[seq] {
+			t.Fatalf("event %d held %d times has no record", seq, n)
+		}
+		switch r, ok := refs[seq]; {
+		case n > 1 && r != uint64(n):
+			t.Fatalf("event %d held %d times has count %d (stored %v)", seq, n, r, ok)
+		case n == 1 && ok:
+			t.Fatalf("event %d held once has count %d", seq, r)
+		}
+	}
+	for seq := range recs {
+		if holders[seq] == 0 {
+			t.Errorf("event %d is stored but held by nobody (leak)", seq)
+		}
+	}
+	for seq := range refs {
+		if holders[seq] == 0 {
+			t.Fatalf("count of event %d held by nobody", seq)
+		}
+	}
+	if sh := writerShared(t, s); sh != int64(len(refs)) {
+		t.Fatalf("shared = %d after reopen, %d counts stored", sh, len(refs))
+	}
+	return len(recs), len(refs)
+}
+
+func TestSharedCrashFanOut(t *testing.T) {
+	for _, mode := range []int{0, 1, 2, 3} {
+		sync, rare := mode&1 != 0, mode&2 != 0
+		t.Run(fmt.Sprint("sync=", sync, ",rare=", rare), func(t *testing.T) {
+			dir := t.TempDir()
+			for round := range 6 {
+				cmd := exec.Command(os.Args[0], "-test.run=^TestSharedCrashHelper$", "-test.count=1")
+				cmd.Env = append(os.Environ(), sharedCrashEnv+"="+dir)
+				if sync {
+					cmd.Env = append(cmd.Env, "HOOKBATCH_SHARED_CRASH_SYNC=1")
+				}
+				if rare {
+					cmd.Env = append(cmd.Env, "HOOKBATCH_SHARED_CRASH_RARE=1")
+				}
+				var stderr strings.Builder
+				cmd.Stderr = &stderr
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(time.Duration(300+round*150) * time.Millisecond)
+				_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+				_ = cmd.Wait()
+				if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() {
+					t.Fatalf("child exited by itself: %s", stderr.String())
+				}
+				s, err := Open(Options{Dir: dir, MaxRequestBytes: 1 << 20, Logger: zerolog.Nop()})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ev, sh := checkRefs(t, s)
+				t.Logf("round %d: %d records, %d shared", round, ev, sh)
+				if round == 5 { // drain: ack everything, the last holder reads first
+					for {
+						bs, err := s.Batches()
+						if err != nil {
+							t.Fatal(err)
+						}
+						dls, _ := s.DeadLetters("", 0)
+						for _, d := range dls {
+							if _, err := s.Replay(d.ID); err != nil {
+								t.Fatal(err)
+							}
+						}
+						for _, id := range []string{"a", "b", "c"} {
+							q, _ := s.Queue(id)
+							var seqs []uint64
+							_ = q.Read(0, 50, func(seq uint64, _ []byte) bool { seqs = append(seqs, seq); return true })
+							if len(seqs) > 0 {
+								if err := q.CreateBatch(&Batch{ID: fmt.Sprintf("drain-%s-%d", id, seqs[0]), Subscriber: id, Seqs: seqs}); err != nil {
+									t.Fatal(err)
+								}
+							}
+						}
+						if len(bs) == 0 && len(dls) == 0 {
+							bs, _ = s.Batches()
+							if len(bs) == 0 {
+								break
+							}
+						}
+						for _, b := range bs {
+							mustReadBatch(t, s, b)
+							if err := s.Ack(b); err != nil {
+								t.Fatal(err)
+							}
+						}
+					}
+					ev, sh = checkRefs(t, s)
+					if ev != 0 || sh != 0 {
+						t.Fatalf("after draining: %d records, %d counts left", ev, sh)
+					}
+				}
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
