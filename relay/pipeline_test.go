@@ -205,7 +205,8 @@ func TestDedup(t *testing.T) {
 	if a.Duplicates != 1 {
 		t.Fatalf("idempotency key again: %+v", a)
 	}
-	// An id the relay assigned is marked too: sent back, it is a duplicate.
+	// An id the relay assigned to a routed event is marked too: sent back,
+	// it is a duplicate.
 	a = mustIngest(t, r, "/v1/events", `{"type":"t","data":7}`)
 	if a.Accepted != 1 || len(a.IDs) != 1 || !strings.HasPrefix(a.IDs[0], "evt_") {
 		t.Fatalf("event without id: %+v", a)
@@ -227,6 +228,21 @@ func TestDedup(t *testing.T) {
 	}
 	if v := metricValue(t, r, "hookbatch_events_duplicate_total"); v != 4 {
 		t.Errorf("duplicates metric %v, want 4", v)
+	}
+}
+
+// A producer's id is looked up even behind an unrouted event whose id the
+// relay assigned (fresh ids are told apart by event, not by routed item).
+func TestDedupBehindUnrouted(t *testing.T) {
+	cfg := testConfig(t, sub("a", "http://127.0.0.1:1/hooks", 100, time.Hour))
+	cfg.Subscribers[0].EventTypes = []string{"order.*"}
+	r := startRelay(t, cfg)
+	body := `[{"type":"user.created","data":1},{"id":"o-1","type":"order.created","data":2}]`
+	if a := mustIngest(t, r, "/v1/events", body); a.Accepted != 1 || a.Unrouted != 1 {
+		t.Fatalf("first: %+v", a)
+	}
+	if a := mustIngest(t, r, "/v1/events", body); a.Accepted != 0 || a.Duplicates != 1 || a.Unrouted != 1 {
+		t.Fatalf("sent again: %+v, want o-1 a duplicate", a)
 	}
 }
 

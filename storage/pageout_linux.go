@@ -13,12 +13,13 @@ import (
 // Badger writes and reads its value log and its tables through shared
 // memory maps, and a page once touched stays in the process's RSS until the
 // kernel wants the memory back: a backlog of a million 300-byte events
-// showed as ~440 MB of file-backed RSS beside the heap, growing with the
+// showed as ~460 MB of file-backed RSS beside the heap, growing with the
 // backlog (DESIGN §2.4 says RSS must not). So, once the process maps more
 // file-backed memory than the store's budget, the store advises the kernel
 // to page out what its value-log and table files map (MADV_PAGEOUT), but
-// for the newest keepWarm bytes of the value log, which delivery is about
-// to read, and of the newest tables, which compactions are about to read.
+// for the newest keepWarm bytes of the value log, which a delivery keeping
+// up is about to read, and of the newest tables, which compactions are about
+// to read.
 //
 // The advice cannot change data: the kernel drops clean pages (already on
 // disk) and leaves dirty ones for writeback (with sync_writes off they leave
@@ -33,7 +34,7 @@ import (
 // mapped, and a budget those alone exceed does not make every tick a pass.
 
 const (
-	keepWarm    = 8 << 20  // bytes of the newest value-log file, and of the newest tables, left mapped
+	keepWarm    = 8 << 20  // bytes of the newest value-log file, and of the newest tables, left resident
 	pageOutStep = 32 << 20 // file-backed RSS to add after a pass before the next
 )
 
@@ -61,7 +62,13 @@ func (s *Store) pageOut() {
 		return
 	}
 	rss, err := fileRSS()
-	if err != nil || !pageOutDue(rss, s.mappedBudget, s.mappedFloor) {
+	if err != nil {
+		return
+	}
+	// Files unmapped since the last pass (compactions, value-log GC) lower
+	// the floor with them.
+	s.mappedFloor = min(s.mappedFloor, rss)
+	if !pageOutDue(rss, s.mappedBudget, s.mappedFloor) {
 		return
 	}
 	maps, err := os.ReadFile("/proc/self/maps")

@@ -176,7 +176,8 @@ type AppendItem struct {
 
 // Append stores items in one transaction and returns once it is committed
 // (and fsynced with SyncWrites). dup[i] is set for items whose ID was seen
-// within the dedup window; those are not stored again. On error nothing of
+// within the dedup window (never for Fresh items); those are not stored
+// again. On error nothing of
 // the call was stored.
 func (s *Store) Append(items []AppendItem, dup []bool) error {
 	if s.full.Load() {

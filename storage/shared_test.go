@@ -5,13 +5,17 @@ package storage
 // while a count is stored, a record another queue holds would be deleted.
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -135,7 +139,10 @@ func holdWriter(t *testing.T, s *Store) (release func()) {
 		_ = s.w.do(&op{urgent: true, alone: func() error { close(started); <-block; return nil }})
 	}()
 	<-started
-	return func() { close(block) }
+	var once sync.Once
+	release = func() { once.Do(func() { close(block) }) }
+	t.Cleanup(release) // before the store's Close, should the test fail first
+	return release
 }
 
 func waitQueued(t *testing.T, s *Store, n int) {
@@ -193,7 +200,7 @@ func TestSharedFailedCommit(t *testing.T) {
 // checking after each step that shared is at least the number of reference
 // counts stored and that every stored batch and dead letter can be read.
 func TestSharedRandomWalk(t *testing.T) {
-	for seed := range uint64(8) {
+	for seed := range uint64(3) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomWalk(t, seed) })
 	}
 }
@@ -211,7 +218,12 @@ func randomWalk(t *testing.T, seed uint64) {
 		return m
 	}
 	q := qs()
-	nb := 0
+	nb, drains := 0, 0
+	defer func() {
+		if !t.Failed() && drains == 0 {
+			t.Errorf("the walk never drained the store: the fast path went untested")
+		}
+	}()
 	for step := range 400 {
 		switch k := rng.IntN(100); {
 		case k < 35: // append 1..4 events, each to 1..3 subscribers
@@ -282,6 +294,12 @@ func randomWalk(t *testing.T, seed uint64) {
 					t.Fatal(err)
 				}
 			}
+		case k < 94: // deliver everything: nothing is shared any more
+			drainAll(t, s, q)
+			if sh := writerShared(t, s); sh != 0 {
+				t.Fatalf("step %d: shared = %d with nothing stored", step, sh)
+			}
+			drains++
 		default: // reopen
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
@@ -300,6 +318,47 @@ func randomWalk(t *testing.T, seed uint64) {
 		for _, qq := range q {
 			if err := qq.Read(0, 1<<20, func(uint64, []byte) bool { return true }); err != nil {
 				t.Fatalf("step %d: %v", step, err)
+			}
+		}
+	}
+}
+
+// drainAll drops every dead letter, acknowledges every batch and batches
+// and acknowledges every queued event, until the store holds nothing.
+func drainAll(t *testing.T, s *Store, qs map[string]*Queue) {
+	t.Helper()
+	dls, err := s.DeadLetters("", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dls {
+		if err := s.DropDeadLetter(d.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for n := 0; ; n++ {
+		for _, q := range qs {
+			var seqs []uint64
+			if err := q.Read(0, 100, func(seq uint64, _ []byte) bool { seqs = append(seqs, seq); return true }); err != nil {
+				t.Fatal(err)
+			}
+			if len(seqs) > 0 {
+				if err := q.CreateBatch(&Batch{ID: fmt.Sprintf("drain-%s-%d-%d", q.ID(), seqs[0], n), Subscriber: q.ID(), Seqs: seqs}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		bs, err := s.Batches()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bs) == 0 {
+			return
+		}
+		for _, b := range bs {
+			mustReadBatch(t, s, b)
+			if err := s.Ack(b); err != nil {
+				t.Fatal(err)
 			}
 		}
 	}
@@ -331,6 +390,7 @@ func TestSharedCrashHelper(t *testing.T) {
 		qs[id] = q
 	}
 	rare := os.Getenv("HOOKBATCH_SHARED_CRASH_RARE") != ""
+	var acks atomic.Int64
 	for g := range 4 {
 		go func() {
 			rng := rand.New(rand.NewPCG(uint64(g), uint64(time.Now().UnixNano())))
@@ -386,7 +446,9 @@ func TestSharedCrashHelper(t *testing.T) {
 					}
 					switch k := rng.IntN(10); {
 					case k < 6:
-						err = s.Ack(b)
+						if err = s.Ack(b); err == nil && acks.Add(1) == 50 {
+							fmt.Println("ready") // the parent kills from now on
+						}
 					case k < 8:
 						err = s.DeadLetter(b)
 					case k < 9 && len(b.Seqs) > 1:
@@ -487,7 +549,8 @@ func TestSharedCrashFanOut(t *testing.T) {
 		sync, rare := mode&1 != 0, mode&2 != 0
 		t.Run(fmt.Sprint("sync=", sync, ",rare=", rare), func(t *testing.T) {
 			dir := t.TempDir()
-			for round := range 6 {
+			const rounds = 4
+			for round := range rounds {
 				cmd := exec.Command(os.Args[0], "-test.run=^TestSharedCrashHelper$", "-test.count=1")
 				cmd.Env = append(os.Environ(), sharedCrashEnv+"="+dir)
 				if sync {
@@ -498,10 +561,38 @@ func TestSharedCrashFanOut(t *testing.T) {
 				}
 				var stderr strings.Builder
 				cmd.Stderr = &stderr
+				stdout, err := cmd.StdoutPipe()
+				if err != nil {
+					t.Fatal(err)
+				}
 				if err := cmd.Start(); err != nil {
 					t.Fatal(err)
 				}
-				time.Sleep(time.Duration(300+round*150) * time.Millisecond)
+				ready := make(chan bool, 1)
+				go func() {
+					sc := bufio.NewScanner(stdout)
+					for sc.Scan() {
+						if sc.Text() == "ready" {
+							ready <- true
+							break
+						}
+					}
+					ready <- false
+					_, _ = io.Copy(io.Discard, stdout)
+				}()
+				select {
+				case ok := <-ready:
+					if !ok {
+						_ = cmd.Wait()
+						t.Fatalf("child stopped before acknowledging 50 batches: %s", stderr.String())
+					}
+				case <-time.After(60 * time.Second):
+					_ = cmd.Process.Kill()
+					_ = cmd.Wait()
+					t.Fatalf("child acknowledged fewer than 50 batches in 60 s: %s", stderr.String())
+				}
+				// Then kill it at a different point of its work each round.
+				time.Sleep(time.Duration(round*100) * time.Millisecond)
 				_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
 				_ = cmd.Wait()
 				if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() {
@@ -513,7 +604,7 @@ func TestSharedCrashFanOut(t *testing.T) {
 				}
 				ev, sh := checkRefs(t, s)
 				t.Logf("round %d: %d records, %d shared", round, ev, sh)
-				if round == 5 { // drain: ack everything, the last holder reads first
+				if round == rounds-1 { // drain: ack everything, the last holder reads first
 					for {
 						bs, err := s.Batches()
 						if err != nil {

@@ -176,8 +176,8 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.w = newWriter(s, seq, shared, memtable)
-	// The memtables' logs stay mapped whole; beyond them and the program,
-	// 64 MiB of the value log and tables.
+	// The memtables' logs stay mapped whole: beyond them, 64 MiB for the
+	// program's own file-backed pages, the value log and the tables.
 	s.mappedBudget = 2*memtable + 64<<20
 	if opts.mappedBudget != 0 {
 		s.mappedBudget = max(opts.mappedBudget, 0)
