@@ -122,7 +122,6 @@ type mappedRegion struct {
 // that start at the beginning of their file (as Badger maps them).
 func (s *Store) mappedFiles(maps []byte) []mappedRegion {
 	var out []mappedRegion
-	prefix := s.mappedDir + string(filepath.Separator)
 	for len(maps) > 0 {
 		line := maps
 		if i := bytes.IndexByte(maps, '\n'); i >= 0 {
@@ -144,7 +143,7 @@ func (s *Store) mappedFiles(maps []byte) []mappedRegion {
 		if string(f[2]) != "00000000" {
 			continue
 		}
-		if len(path) <= len(prefix) || path[:len(prefix)] != prefix || filepath.Dir(path) != s.mappedDir {
+		if filepath.Dir(path) != s.mappedDir {
 			continue
 		}
 		name := filepath.Base(path)
