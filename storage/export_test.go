@@ -17,3 +17,7 @@ func WithMappedBudget(n int64) func(*Options) {
 
 // PageOutWorks reports whether this kernel takes MADV_PAGEOUT.
 var PageOutWorks = pageOutWorks
+
+// KillChild runs tests of this binary in a child and kills it, for the
+// crash tests.
+var KillChild = killChild

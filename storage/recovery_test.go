@@ -1,18 +1,14 @@
 package storage_test
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"maps"
 	"os"
-	"os/exec"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -172,44 +168,7 @@ func helperBatch(s *storage.Store, emit func(string, ...any), fail func(error)) 
 // to line until line returns false, then kills it with SIGKILL.
 func runCrashChild(t *testing.T, mode, dir string, line func(string) bool) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1", "-test.v=false")
-	cmd.Env = append(os.Environ(), helperModeEnv+"="+mode, helperDirEnv+"="+dir)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killed := false
-	defer func() {
-		if !killed {
-			_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-			_ = cmd.Wait()
-		}
-	}()
-	timer := time.AfterFunc(30*time.Second, func() { _ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL) })
-	defer timer.Stop()
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if !line(sc.Text()) {
-			break
-		}
-	}
-	if err := syscall.Kill(cmd.Process.Pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("cannot kill the child: %v", err)
-	}
-	_, _ = io.Copy(io.Discard, out)
-	err = cmd.Wait()
-	killed = true
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("child did not die of SIGKILL (%v); stderr:\n%s", err, stderr.String())
-	}
-	if sc.Err() != nil {
-		t.Fatalf("reading the child's output: %v", sc.Err())
-	}
+	storage.KillChild(t, "^TestHelperProcess$", []string{helperModeEnv + "=" + mode, helperDirEnv + "=" + dir}, line)
 }
 
 // TestCrashAppend kills a process appending with fsync and checks that every

@@ -5,18 +5,13 @@ package storage
 // while a count is stored, a record another queue holds would be deleted.
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -553,52 +548,23 @@ func TestSharedCrashFanOut(t *testing.T) {
 			dir := t.TempDir()
 			const rounds = 4
 			for round := range rounds {
-				cmd := exec.Command(os.Args[0], "-test.run=^TestSharedCrashHelper$", "-test.count=1")
-				cmd.Env = append(os.Environ(), sharedCrashEnv+"="+dir)
+				env := []string{sharedCrashEnv + "=" + dir}
 				if sync {
-					cmd.Env = append(cmd.Env, "HOOKBATCH_SHARED_CRASH_SYNC=1")
+					env = append(env, "HOOKBATCH_SHARED_CRASH_SYNC=1")
 				}
 				if rare {
-					cmd.Env = append(cmd.Env, "HOOKBATCH_SHARED_CRASH_RARE=1")
+					env = append(env, "HOOKBATCH_SHARED_CRASH_RARE=1")
 				}
-				var stderr strings.Builder
-				cmd.Stderr = &stderr
-				stdout, err := cmd.StdoutPipe()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				ready := make(chan bool, 1)
-				go func() {
-					sc := bufio.NewScanner(stdout)
-					for sc.Scan() {
-						if sc.Text() == "ready" {
-							ready <- true
-							break
-						}
+				ready := false
+				killChild(t, "^TestSharedCrashHelper$", env, func(l string) bool {
+					if ready = l == "ready"; ready {
+						// Kill it at a different point of its work each round.
+						time.Sleep(time.Duration(round*100) * time.Millisecond)
 					}
-					ready <- false
-					_, _ = io.Copy(io.Discard, stdout)
-				}()
-				select {
-				case ok := <-ready:
-					if !ok {
-						_ = cmd.Wait()
-						t.Fatalf("child stopped before acknowledging 50 batches: %s", stderr.String())
-					}
-				case <-time.After(60 * time.Second):
-					_ = cmd.Process.Kill()
-					_ = cmd.Wait()
-					t.Fatalf("child acknowledged fewer than 50 batches in 60 s: %s", stderr.String())
-				}
-				// Then kill it at a different point of its work each round.
-				time.Sleep(time.Duration(round*100) * time.Millisecond)
-				_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
-				_ = cmd.Wait()
-				if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() {
-					t.Fatalf("child exited by itself: %s", stderr.String())
+					return !ready
+				})
+				if !ready {
+					t.Fatalf("round %d: the child did not acknowledge 50 batches within 30 s", round)
 				}
 				s, err := Open(Options{Dir: dir, MaxRequestBytes: 1 << 20, Logger: zerolog.Nop()})
 				if err != nil {
