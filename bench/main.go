@@ -1,6 +1,6 @@
 // Command bench measures hookbatch side by side with its ceilings on one
 // machine, in one run (DESIGN §10): a bare fasthttp server answering 202,
-// raw Badger through the storage package, and hookbatch itself with real
+// raw Badger, hookbatch's storage package, and hookbatch itself with real
 // sink subscribers on loopback. It prints a table of events/s, latency
 // percentiles and ratios, checks that every acknowledged event was delivered
 // (exit status 1 if not), and writes every figure as JSON and a chart of

@@ -8,8 +8,10 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"sync/atomic"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/hookbatch/hookbatch/config"
 	"github.com/hookbatch/hookbatch/sink"
 	"github.com/hookbatch/hookbatch/storage"
@@ -72,7 +74,14 @@ func (e *env) plan() {
 		}
 		if o.selected("storage") {
 			for _, sync := range o.syncModes() {
+				raw := func() { e.scoped("badger/sync-"+onOff(sync), func() { e.badgerRun(sync, run) }) }
+				if ceilingFirst {
+					raw()
+				}
 				e.scoped("storage/sync-"+onOff(sync), func() { e.storageRun(sync, run) })
+				if !ceilingFirst {
+					raw()
+				}
 			}
 		}
 	}
@@ -229,7 +238,8 @@ func (e *env) ingestRun(sh shape, sync bool, subs, run int) {
 }
 
 // storageRun appends the same events as the array ingest straight to a
-// store, -batch per Append, from -conns goroutines: the storage ceiling.
+// store, -batch per Append, from -conns goroutines: hookbatch's storage
+// layer without HTTP.
 func (e *env) storageRun(sync bool, run int) {
 	o := e.opts
 	key := fmt.Sprintf("storage/array%d/c%d/sync-%s", o.batch, o.conns, onOff(sync))
@@ -266,6 +276,37 @@ func (e *env) storageRun(sync bool, run int) {
 	m.fromLoad(lr)
 	if err := st.Close(); err != nil {
 		m.Note = "storage close: " + err.Error()
+	}
+	e.record(m)
+}
+
+// badgerRun commits the same records to a bare Badger with its default
+// options, one transaction of -batch events per operation from -conns
+// goroutines: the raw storage ceiling.
+func (e *env) badgerRun(sync bool, run int) {
+	o := e.opts
+	key := fmt.Sprintf("badger/array%d/c%d/sync-%s", o.batch, o.conns, onOff(sync))
+	label := fmt.Sprintf("raw Badger, transactions of %d events, %d writers, sync %s", o.batch, o.conns, onOff(sync))
+	dir, err := os.MkdirTemp(e.tmp, "badger-*")
+	if err != nil {
+		e.fail("%s: %v", label, err)
+		return
+	}
+	defer os.RemoveAll(dir)
+	db, err := badger.Open(badger.DefaultOptions(dir).WithSyncWrites(sync).WithLogger(nil))
+	if err != nil {
+		e.fail("%s: %v", label, err)
+		return
+	}
+	var stored atomic.Int64
+	e.smp.begin(label, func() (int64, error) { return stored.Load(), nil })
+	lr := runLoad(e.ctx, loadSpec{conns: o.conns, perReq: o.batch, warmup: o.warmup, duration: o.duration, ingested: &e.smp.ingested, newOp: badgerOps(db, o.eventSize, &stored)})
+	e.smp.end()
+	m := e.measurement(key, label, "badger", run)
+	m.Conns, m.PerRequest, m.Sync = o.conns, o.batch, onOff(sync)
+	m.fromLoad(lr)
+	if err := db.Close(); err != nil {
+		m.Note = "badger close: " + err.Error()
 	}
 	e.record(m)
 }
