@@ -222,15 +222,12 @@ func (s *Store) GetDeadLetter(id string) (*Batch, error) {
 // read with an *EventError.
 func (s *Store) ReadBatch(b *Batch, fn func(seq uint64, rec []byte) error) error {
 	return s.view(func(txn *badger.Txn) error {
-		k := make([]byte, 0, 9)
+		rc := newRecordCursor(txn)
+		defer rc.close()
 		for _, seq := range b.Seqs {
-			k = be.AppendUint64(append(k[:0], 'e'), seq)
-			item, err := txn.Get(k)
-			if errors.Is(err, badger.ErrKeyNotFound) {
+			item := rc.find(seq)
+			if item == nil {
 				return &EventError{Seq: seq, Err: errors.New("record missing")}
-			}
-			if err != nil {
-				return fmt.Errorf("cannot read event %d of batch %s: %w", seq, b.ID, err)
 			}
 			if err := item.Value(func(v []byte) error { return fn(seq, v) }); err != nil {
 				return err
