@@ -384,10 +384,19 @@ func (s *Store) reclaim() {
 	if err != nil && !errors.Is(err, ErrClosed) {
 		s.log.Warn().Err(err).Msg("cannot compact storage to reclaim space")
 	}
-	if s.stopping() {
-		return
+	// The value log is collected one file at a time between two commits
+	// of the writer. Badger (v4.9.6) starts a pass by reading the
+	// memtable's highest version without the lock its commits write it
+	// under: a data race with any commit being applied. Over the quota,
+	// ingest is refused anyway; batches and acknowledgements wait for at
+	// most one file's rewrite. (The pass every minute runs beside the
+	// writer: a stale read there only makes Badger keep more versions.)
+	gc := &op{urgent: true, alone: func() error { return s.db.RunValueLogGC(0.5) }}
+	for !s.stopping() {
+		if err := s.w.do(gc); err != nil {
+			break // ErrNoRewrite: nothing left worth rewriting
+		}
 	}
-	s.collectGarbage()
 	s.updateDiskUsage()
 	s.log.Info().Int64("disk_bytes", s.DiskBytes()).Bool("full", s.Full()).Msg("storage over its quota: space reclaimed")
 }
