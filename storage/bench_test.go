@@ -209,3 +209,46 @@ func BenchmarkBatchCycle(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReadOldBatch reads a batch of 100 events formed before 200,000
+// later events were delivered (their records deleted): what a retry of an
+// old batch or a dead-letter replay costs.
+func BenchmarkReadOldBatch(b *testing.B) {
+	rec := benchRecord()
+	s, q := benchOpen(b, false)
+	later := mustQueue(b, s, "later")
+	batch := func(q *storage.Queue, id string, n int) *storage.Batch {
+		items := make([]storage.AppendItem, n)
+		for i := range items {
+			items[i] = storage.AppendItem{Record: rec, Queues: []*storage.Queue{q}}
+		}
+		if err := s.Append(items, make([]bool, n)); err != nil {
+			b.Fatal(err)
+		}
+		bt := &storage.Batch{ID: id, Subscriber: q.ID(), Created: 1}
+		if err := q.Read(0, n, func(seq uint64, _ []byte) bool { bt.Seqs = append(bt.Seqs, seq); return true }); err != nil {
+			b.Fatal(err)
+		}
+		if err := q.CreateBatch(bt); err != nil {
+			b.Fatal(err)
+		}
+		return bt
+	}
+	old := batch(q, "old", 100)
+	for i := range 200 {
+		if err := s.Ack(batch(later, "l"+strconv.Itoa(i), 1000)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(100 * len(rec)))
+	for b.Loop() {
+		n := 0
+		if err := s.ReadBatch(old, func(uint64, []byte) error { n++; return nil }); err != nil {
+			b.Fatal(err)
+		}
+		if n != 100 {
+			b.Fatalf("read %d events, want 100", n)
+		}
+	}
+}

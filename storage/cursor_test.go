@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -97,6 +98,16 @@ func TestRecordCursor(t *testing.T) {
 		mixed = append(mixed, uint64(rng.IntN(maxSeq+10)))
 	}
 	check("any order", mixed)
+	// Ranges within one block of 256 and across blocks, each ending on
+	// a repeat.
+	for _, r := range [][2]uint64{{300, 400}, {1, 255}, {250, 262}, {255, 256}, {700, 1100}, {2900, maxSeq + 5}} {
+		var seqs []uint64
+		for seq := r[0]; seq <= r[1]; seq += uint64(rng.IntN(3) + 1) {
+			seqs = append(seqs, seq)
+		}
+		seqs = append(seqs, r[1])
+		check(fmt.Sprintf("%d..%d", r[0], r[1]), seqs)
+	}
 }
 
 // TestReadMissingRecord: a queue entry whose record is gone stops Read with
