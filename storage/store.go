@@ -385,17 +385,29 @@ func (s *Store) reclaim() {
 		s.log.Warn().Err(err).Msg("cannot compact storage to reclaim space")
 	}
 	// The value log is collected one file at a time between two commits
-	// of the writer. Badger (v4.9.6) starts a pass by reading the
+	// of the writer: Badger (v4.9.6) starts a pass by reading the
 	// memtable's highest version without the lock its commits write it
-	// under: a data race with any commit being applied. Over the quota,
-	// ingest is refused anyway; batches and acknowledgements wait for at
-	// most one file's rewrite. (The pass every minute runs beside the
-	// writer: a stale read there only makes Badger keep more versions.)
+	// under, a data race with any commit being applied. A pass holds
+	// commits back for one file's rewrite, so the passes stop as soon as
+	// the store is under its quota; the pass every minute collects the
+	// rest beside the writer (a stale read there only makes Badger keep
+	// more versions, where stalling ingest every minute would cost more).
 	gc := &op{urgent: true, alone: func() error { return s.db.RunValueLogGC(0.5) }}
 	for !s.stopping() {
-		if err := s.w.do(gc); err != nil {
-			break // ErrNoRewrite: nothing left worth rewriting
+		err := s.w.do(gc)
+		switch {
+		case err == nil:
+			s.updateDiskUsage()
+			if s.Full() {
+				continue
+			}
+		case errors.Is(err, badger.ErrRejected):
+			s.released.Add(1) // the minute pass is running: look again at the next tick
+		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, ErrClosed):
+		default:
+			s.log.Warn().Err(err).Msg("cannot collect the value log to reclaim space")
 		}
+		break
 	}
 	s.updateDiskUsage()
 	s.log.Info().Int64("disk_bytes", s.DiskBytes()).Bool("full", s.Full()).Msg("storage over its quota: space reclaimed")
