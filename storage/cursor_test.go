@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -26,7 +27,7 @@ func TestRecordCursor(t *testing.T) {
 			var err error
 			switch r := rng.IntN(10); {
 			case r < 6:
-				err = txn.Set(eventKey(seq), be.AppendUint64(nil, seq))
+				err = txn.Set(eventKey(seq), recordOf(seq))
 				present[seq] = true
 			case r < 8 && present[seq]:
 				err = txn.Delete(eventKey(seq))
@@ -67,7 +68,7 @@ func TestRecordCursor(t *testing.T) {
 					continue
 				}
 				if err := item.Value(func(v []byte) error {
-					if len(v) != 8 || be.Uint64(v) != seq {
+					if !bytes.Equal(v, recordOf(seq)) {
 						t.Fatalf("%s: seq %d: value %x", name, seq, v)
 					}
 					return nil
@@ -108,6 +109,17 @@ func TestRecordCursor(t *testing.T) {
 		seqs = append(seqs, r[1])
 		check(fmt.Sprintf("%d..%d", r[0], r[1]), seqs)
 	}
+}
+
+// recordOf is the record TestRecordCursor stores for seq: small for even
+// seqs (in the LSM tree), over the value threshold for odd ones (in the
+// value log).
+func recordOf(seq uint64) []byte {
+	n := 8
+	if seq%2 == 1 {
+		n = valueThreshold + 8
+	}
+	return be.AppendUint64(make([]byte, n-8, n), seq)
 }
 
 // TestReadMissingRecord: a queue entry whose record is gone stops Read with
