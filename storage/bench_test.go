@@ -110,7 +110,7 @@ func BenchmarkQueueRead(b *testing.B) {
 	for _, c := range []struct {
 		name          string
 		queued, every int
-	}{{"queued=100", 100, 1}, {"queued=200000", 200_000, 1}, {"sparse", 50_000, 16}} {
+	}{{"queued=100", 100, 1}, {"queued=200000", 200_000, 1}, {"sparse", 50_000, 16}, {"rare", 1000, 300}} {
 		b.Run(c.name, func(b *testing.B) {
 			s, q := benchOpen(b, false)
 			other := mustQueue(b, s, "other")

@@ -281,23 +281,23 @@ var (
 	kindRef   = []byte{'r'}
 )
 
-// recordCursor finds event records in one iterator, for reads that want
-// them in ascending order (a queue, a batch): from one record to the next
-// close behind it, it steps forward, where a Get per record would search
-// every level of the tree again (3x slower once the records are in tables:
-// BenchmarkQueueRead).
+// recordCursor finds event records for reads that want them in ascending
+// order (a queue, a batch). Within a block of 256 sequence numbers, the
+// first record is a Get (bloom filters keep that cheap where a read wants
+// one record of a block: a subscriber of rare events); from the second on,
+// one iterator steps from record to record, where a Get for each would
+// search every level of the tree again (BenchmarkQueueRead).
 //
-// Badger's iterator reads one live key ahead of the one it lands on,
-// passing over every deleted key on the way: after the last record of an
-// old batch, that would be the deletions of everything delivered since
-// (BenchmarkReadOldBatch: 50 ms, not 65 us). So each iterator covers one
-// block of 256 sequence numbers, its prefix, and reads ahead no further.
+// The iterator's prefix is its block: Badger's iterator reads one live key
+// ahead of the one it lands on, passing over every deleted key on the way,
+// and after the last record of an old batch that would be the deletions of
+// everything delivered since (BenchmarkReadOldBatch: 50 ms, not 65 us).
 type recordCursor struct {
 	txn   *badger.Txn
-	it    *badger.Iterator // of block; nil before the first find
-	block uint64           // seq>>8 of the records it covers
+	it    *badger.Iterator // of block, from its second find; else nil
+	block uint64           // seq>>8 of the records asked for last
 	key   []byte
-	last  uint64 // the seq asked for last; 0: none yet
+	last  uint64 // the seq asked for last, in block; 0: none yet
 }
 
 // recordSteps is the furthest find steps forward; it seeks further.
@@ -311,12 +311,20 @@ func newRecordCursor(txn *badger.Txn) *recordCursor {
 // valid until the next call.
 func (c *recordCursor) find(seq uint64) *badger.Item {
 	c.key = be.AppendUint64(append(c.key[:0], kindEvent...), seq)
-	if c.it == nil || seq>>8 != c.block {
+	if c.last == 0 || seq>>8 != c.block {
 		c.close()
+		c.block, c.last = seq>>8, seq
+		item, err := c.txn.Get(c.key)
+		if err != nil { // ErrKeyNotFound; Badger's reads fail no other way here
+			return nil
+		}
+		return item
+	}
+	if c.it == nil {
 		// The prefix is the key without its last byte: a slice of its
 		// own, since the iterator keeps it.
 		c.it = c.txn.NewIterator(badger.IteratorOptions{Prefix: bytes.Clone(c.key[:len(c.key)-1])})
-		c.block, c.last = seq>>8, 0
+		c.last = 0 // seek
 	}
 	it := c.it
 	// Every seq has at most one record, so at most seq-last keys lie
