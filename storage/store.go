@@ -103,6 +103,12 @@ type Store struct {
 	diskBytes atomic.Int64
 	full      atomic.Bool
 	released  atomic.Int64 // events released (acknowledged or dropped) since reclaimIfFull last looked
+	vlogFile  int64        // bytes of a value-log file
+
+	// gcMu lets one value-log collection run at a time (the minute pass or
+	// reclaim): Badger rejects a second, and reclaim's flush would fail the
+	// rewrites of a pass under way.
+	gcMu sync.Mutex
 
 	// readMu lets Close wait for reads in progress; closed makes later
 	// reads fail with ErrClosed instead of reaching a closed Badger.
@@ -159,11 +165,12 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("cannot open badger in %q: %w", opts.Dir, err)
 	}
 	s := &Store{
-		db:     db,
-		opts:   opts,
-		log:    opts.Logger,
-		queues: make(map[string]*Queue),
-		stop:   make(chan struct{}),
+		db:       db,
+		opts:     opts,
+		log:      opts.Logger,
+		queues:   make(map[string]*Queue),
+		stop:     make(chan struct{}),
+		vlogFile: vlogFile,
 	}
 	seq, err := s.loadSeq()
 	if err != nil {
@@ -344,6 +351,8 @@ func (s *Store) every(d time.Duration, fn func()) {
 // collectGarbage reclaims value-log space: event records above the value
 // threshold live there; smaller ones come back through LSM compactions.
 func (s *Store) collectGarbage() {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
 	for s.db.RunValueLogGC(0.5) == nil {
 		select {
 		case <-s.stop:
@@ -367,10 +376,13 @@ func (s *Store) reclaimIfFull() {
 // were deleted, and an idle store whose backlog was delivered may not
 // compact for a long time, leaving ingest refused over the quota. So:
 // flush the memtable (dropping a marker key is Badger's way to force it),
-// compact every level, and collect the value log.
+// compact every level, and collect the value log until the store is a
+// margin under its quota.
 // The flush runs in the writer between two commits, since Badger refuses
 // writes while it drops a prefix; the compaction runs beside the writer.
 func (s *Store) reclaim() {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
 	flush := &op{urgent: true, alone: func() error {
 		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(flushKey, nil) }); err != nil {
 			return err
@@ -386,31 +398,34 @@ func (s *Store) reclaim() {
 	}
 	// The value log is collected one file at a time between two commits
 	// of the writer: Badger (v4.9.6) starts a pass by reading the
-	// memtable's highest version without the lock its commits write it
-	// under, a data race with any commit being applied. A pass holds
-	// commits back for one file's rewrite, so the passes stop as soon as
-	// the store is under its quota; the pass every minute collects the
-	// rest beside the writer (a stale read there only makes Badger keep
-	// more versions, where stalling ingest every minute would cost more).
+	// memtable's highest version under a lock its commits do not take when
+	// they write it, a data race with any commit being applied. A pass
+	// holds commits back for one file's rewrite, so the passes stop once
+	// the store is a margin under its quota (lest ingest fill the last
+	// file's worth at once and be refused again); the pass every minute
+	// collects the rest beside the writer (a stale read there only makes
+	// Badger keep more versions, where stalling ingest every minute would
+	// cost more).
+	low := s.opts.MaxDiskBytes - max(s.vlogFile, s.opts.MaxDiskBytes/10)
 	gc := &op{urgent: true, alone: func() error { return s.db.RunValueLogGC(0.5) }}
+	passes := 0
+	err = nil
 	for !s.stopping() {
-		err := s.w.do(gc)
-		switch {
-		case err == nil:
-			s.updateDiskUsage()
-			if s.Full() {
-				continue
-			}
-		case errors.Is(err, badger.ErrRejected):
-			s.released.Add(1) // the minute pass is running: look again at the next tick
-		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, ErrClosed):
-		default:
-			s.log.Warn().Err(err).Msg("cannot collect the value log to reclaim space")
+		if err = s.w.do(gc); err != nil {
+			break
 		}
-		break
+		passes++
+		s.updateDiskUsage()
+		if s.DiskBytes() <= low {
+			break
+		}
+	}
+	if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, ErrClosed) {
+		err = nil // nothing left worth rewriting; closing
 	}
 	s.updateDiskUsage()
-	s.log.Info().Int64("disk_bytes", s.DiskBytes()).Bool("full", s.Full()).Msg("storage over its quota: space reclaimed")
+	s.log.Info().Int64("disk_bytes", s.DiskBytes()).Bool("full", s.Full()).Int("value_log_passes", passes).
+		AnErr("value_log_error", err).Msg("storage over its quota: reclaim done")
 }
 
 type badgerLogger struct{ l zerolog.Logger }
