@@ -237,78 +237,84 @@ func (e *env) ingestRun(sh shape, sync bool, subs, run int) {
 	e.record(m)
 }
 
-// storageRun appends the same events as the array ingest straight to a
-// store, -batch per Append, from -conns goroutines: hookbatch's storage
-// layer without HTTP.
-func (e *env) storageRun(sync bool, run int) {
+// direct is a store the load generator writes to without HTTP.
+type direct struct {
+	newOp func(int) (opFunc, func())
+	depth func() (int64, error) // events stored, for the queue-depth series
+	close func() error
+}
+
+// directRun opens a store in a fresh directory and writes the array
+// ingest's events to it, -batch per operation, from -conns goroutines.
+func (e *env) directRun(system, key, label string, sync bool, run int, open func(dir string) (*direct, error)) {
 	o := e.opts
-	key := fmt.Sprintf("storage/array%d/c%d/sync-%s", o.batch, o.conns, onOff(sync))
-	label := fmt.Sprintf("storage Append of %d events, %d writers, sync %s", o.batch, o.conns, onOff(sync))
-	dir, err := os.MkdirTemp(e.tmp, "storage-*")
+	dir, err := os.MkdirTemp(e.tmp, system+"-*")
 	if err != nil {
 		e.fail("%s: %v", label, err)
 		return
 	}
 	defer os.RemoveAll(dir)
-	def := config.Default()
-	st, err := storage.Open(storage.Options{
-		Dir:             dir,
-		SyncWrites:      sync,
-		DedupWindow:     def.Ingest.DedupWindow,
-		MaxRequestBytes: int(def.Ingest.MaxBodyBytes),
-		Logger:          zerolog.New(os.Stderr).Level(zerolog.ErrorLevel),
-	})
+	d, err := open(dir)
 	if err != nil {
 		e.fail("%s: %v", label, err)
 		return
 	}
-	q, err := st.Queue("s0")
-	if err != nil {
-		_ = st.Close()
-		e.fail("%s: %v", label, err)
-		return
-	}
-	e.smp.begin(label, func() (int64, error) { return q.Depth(), nil })
-	lr := runLoad(e.ctx, loadSpec{conns: o.conns, perReq: o.batch, warmup: o.warmup, duration: o.duration, ingested: &e.smp.ingested, newOp: storageOps(st, q, o.eventSize)})
+	e.smp.begin(label, d.depth)
+	lr := runLoad(e.ctx, loadSpec{conns: o.conns, perReq: o.batch, warmup: o.warmup, duration: o.duration, ingested: &e.smp.ingested, newOp: d.newOp})
 	e.smp.end()
-	m := e.measurement(key, label, "storage", run)
+	m := e.measurement(key, label, system, run)
 	m.Conns, m.PerRequest, m.Sync = o.conns, o.batch, onOff(sync)
 	m.fromLoad(lr)
-	if err := st.Close(); err != nil {
-		m.Note = "storage close: " + err.Error()
+	if err := d.close(); err != nil {
+		m.Note = system + " close: " + err.Error()
 	}
 	e.record(m)
 }
 
+// storageRun appends the same events as the array ingest straight to a
+// store, -batch per Append: hookbatch's storage layer without HTTP.
+func (e *env) storageRun(sync bool, run int) {
+	o := e.opts
+	key := fmt.Sprintf("storage/array%d/c%d/sync-%s", o.batch, o.conns, onOff(sync))
+	label := fmt.Sprintf("storage Append of %d events, %d writers, sync %s", o.batch, o.conns, onOff(sync))
+	e.directRun("storage", key, label, sync, run, func(dir string) (*direct, error) {
+		def := config.Default()
+		st, err := storage.Open(storage.Options{
+			Dir:             dir,
+			SyncWrites:      sync,
+			DedupWindow:     def.Ingest.DedupWindow,
+			MaxRequestBytes: int(def.Ingest.MaxBodyBytes),
+			Logger:          zerolog.New(os.Stderr).Level(zerolog.ErrorLevel),
+		})
+		if err != nil {
+			return nil, err
+		}
+		q, err := st.Queue("s0")
+		if err != nil {
+			_ = st.Close()
+			return nil, err
+		}
+		depth := func() (int64, error) { return q.Depth(), nil }
+		return &direct{newOp: storageOps(st, q, o.eventSize), depth: depth, close: st.Close}, nil
+	})
+}
+
 // badgerRun commits the same records to a bare Badger with its default
-// options, one transaction of -batch events per operation from -conns
-// goroutines: the raw storage ceiling.
+// options, one transaction of -batch events per operation: the raw storage
+// ceiling.
 func (e *env) badgerRun(sync bool, run int) {
 	o := e.opts
 	key := fmt.Sprintf("badger/array%d/c%d/sync-%s", o.batch, o.conns, onOff(sync))
 	label := fmt.Sprintf("raw Badger, transactions of %d events, %d writers, sync %s", o.batch, o.conns, onOff(sync))
-	dir, err := os.MkdirTemp(e.tmp, "badger-*")
-	if err != nil {
-		e.fail("%s: %v", label, err)
-		return
-	}
-	defer os.RemoveAll(dir)
-	db, err := badger.Open(badger.DefaultOptions(dir).WithSyncWrites(sync).WithLogger(nil))
-	if err != nil {
-		e.fail("%s: %v", label, err)
-		return
-	}
-	var stored atomic.Int64
-	e.smp.begin(label, func() (int64, error) { return stored.Load(), nil })
-	lr := runLoad(e.ctx, loadSpec{conns: o.conns, perReq: o.batch, warmup: o.warmup, duration: o.duration, ingested: &e.smp.ingested, newOp: badgerOps(db, o.eventSize, &stored)})
-	e.smp.end()
-	m := e.measurement(key, label, "badger", run)
-	m.Conns, m.PerRequest, m.Sync = o.conns, o.batch, onOff(sync)
-	m.fromLoad(lr)
-	if err := db.Close(); err != nil {
-		m.Note = "badger close: " + err.Error()
-	}
-	e.record(m)
+	e.directRun("badger", key, label, sync, run, func(dir string) (*direct, error) {
+		db, err := badger.Open(badger.DefaultOptions(dir).WithSyncWrites(sync).WithLogger(nil))
+		if err != nil {
+			return nil, err
+		}
+		stored := new(atomic.Int64)
+		depth := func() (int64, error) { return stored.Load(), nil }
+		return &direct{newOp: badgerOps(db, o.eventSize, stored), depth: depth, close: db.Close}, nil
+	})
 }
 
 // e2eRun offers single events open-loop at rate per second and measures
