@@ -225,7 +225,10 @@ func (s *Store) ReadBatch(b *Batch, fn func(seq uint64, rec []byte) error) error
 		rc := newRecordCursor(txn)
 		defer rc.close()
 		for _, seq := range b.Seqs {
-			item := rc.find(seq)
+			item, err := rc.find(seq)
+			if err != nil {
+				return fmt.Errorf("cannot read event %d of batch %s: %w", seq, b.ID, err)
+			}
 			if item == nil {
 				return &EventError{Seq: seq, Err: errors.New("record missing")}
 			}

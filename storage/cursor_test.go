@@ -60,7 +60,10 @@ func TestRecordCursor(t *testing.T) {
 			rc := newRecordCursor(txn)
 			defer rc.close()
 			for i, seq := range seqs {
-				item := rc.find(seq)
+				item, err := rc.find(seq)
+				if err != nil {
+					return err
+				}
 				if (item != nil) != present[seq] {
 					t.Fatalf("%s: ask %d (seq %d): found %t, want %t", name, i, seq, item != nil, present[seq])
 				}

@@ -140,7 +140,10 @@ func (q *Queue) Read(after uint64, max int, fn func(seq uint64, rec []byte) bool
 		for it.Seek(q.key(start)); it.Valid() && n < max; it.Next() {
 			k := it.Item().Key()
 			seq := be.Uint64(k[len(q.prefix):])
-			item := rc.find(seq)
+			item, err := rc.find(seq)
+			if err != nil {
+				return fmt.Errorf("cannot read event %d: %w", seq, err)
+			}
 			if item == nil {
 				return &EventError{Seq: seq, Err: errors.New("record missing")}
 			}
@@ -309,16 +312,16 @@ func newRecordCursor(txn *badger.Txn) *recordCursor {
 
 // find returns the record of event seq, nil if it has none. The item is
 // valid until the next call.
-func (c *recordCursor) find(seq uint64) *badger.Item {
+func (c *recordCursor) find(seq uint64) (*badger.Item, error) {
 	c.key = be.AppendUint64(append(c.key[:0], kindEvent...), seq)
 	if c.last == 0 || seq>>8 != c.block {
 		c.close()
 		c.block, c.last = seq>>8, seq
 		item, err := c.txn.Get(c.key)
-		if err != nil { // ErrKeyNotFound; Badger's reads fail no other way here
-			return nil
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil, nil
 		}
-		return item
+		return item, err
 	}
 	if c.it == nil {
 		// The prefix is the key without its last byte: a slice of its
@@ -340,9 +343,9 @@ func (c *recordCursor) find(seq uint64) *badger.Item {
 	}
 	c.last = seq
 	if it.Valid() && bytes.Equal(it.Item().Key(), c.key) {
-		return it.Item()
+		return it.Item(), nil
 	}
-	return nil
+	return nil, nil
 }
 
 func (c *recordCursor) close() {
