@@ -104,7 +104,8 @@ func BenchmarkAppendParallel(b *testing.B) {
 // BenchmarkQueueRead reads queued events 100 at a time, from the start of
 // the queue to its end and again: with 100 queued, all in the memtable; with
 // 200,000, mostly in tables on disk, as a subscriber behind a backlog reads;
-// sparse, a queue that takes one event in 16 of the 800,000 stored.
+// sparse, a queue that takes one event in 16 of the 800,000 stored; rare,
+// one in 300 (one record per block of the record cursor, or none).
 func BenchmarkQueueRead(b *testing.B) {
 	rec := benchRecord()
 	for _, c := range []struct {

@@ -424,8 +424,12 @@ func (s *Store) reclaim() {
 		err = nil // nothing left worth rewriting; closing
 	}
 	s.updateDiskUsage()
-	s.log.Info().Int64("disk_bytes", s.DiskBytes()).Bool("full", s.Full()).Int("value_log_passes", passes).
-		AnErr("value_log_error", err).Msg("storage over its quota: reclaim done")
+	ev := s.log.Info()
+	if err != nil {
+		ev = s.log.Warn().AnErr("value_log_error", err)
+	}
+	ev.Int64("disk_bytes", s.DiskBytes()).Bool("full", s.Full()).Int("value_log_passes", passes).
+		Msg("storage over its quota: reclaim done")
 }
 
 type badgerLogger struct{ l zerolog.Logger }
