@@ -27,18 +27,18 @@ func (q *Queue) CreateBatches(bs []*Batch) error {
 	}
 	last := bs[len(bs)-1].Seqs
 	head := last[len(last)-1] + 1
-	o.apply = func(txn *badger.Txn) error {
+	o.apply = func(t *tx) error {
 		for i, b := range bs {
-			if err := txn.Set(batchKey(b.ID), recs[i]); err != nil {
+			if err := t.set(batchKey(b.ID), recs[i]); err != nil {
 				return err
 			}
 			for _, seq := range b.Seqs {
-				if err := txn.Delete(q.key(seq)); err != nil {
+				if err := t.del(q.key(seq)); err != nil {
 					return err
 				}
 			}
 		}
-		return txn.Set(headKey(q.id), be.AppendUint64(nil, head))
+		return t.set(headKey(q.id), be.AppendUint64(nil, head))
 	}
 	o.after = func() { q.head.Store(head) }
 	if err := q.s.w.do(o); err != nil {
@@ -54,11 +54,11 @@ func (q *Queue) CreateBatch(b *Batch) error { return q.CreateBatches([]*Batch{b}
 func (s *Store) UpdateBatch(b *Batch) error {
 	rec := b.marshal(nil)
 	o := &op{urgent: true, bytes: entryCost(len(b.ID)+1, len(rec)), count: 1}
-	o.apply = func(txn *badger.Txn) error {
-		if _, err := txn.Get(batchKey(b.ID)); err != nil {
+	o.apply = func(t *tx) error {
+		if _, err := t.get(batchKey(b.ID), false); err != nil {
 			return notFound(err) // finished meanwhile: never bring it back
 		}
-		return txn.Set(batchKey(b.ID), rec)
+		return t.set(batchKey(b.ID), rec)
 	}
 	if err := s.w.do(o); err != nil {
 		return fmt.Errorf("cannot update batch %s: %w", b.ID, err)
@@ -73,15 +73,15 @@ func (s *Store) Ack(b *Batch) error {
 		count: 1 + 2*int64(len(b.Seqs)),
 	}
 	var freed int64 // reference counts deleted, for the writer's count once committed
-	o.apply = func(txn *badger.Txn) error {
-		if _, err := txn.Get(batchKey(b.ID)); err != nil {
+	o.apply = func(t *tx) error {
+		if _, err := t.get(batchKey(b.ID), false); err != nil {
 			return notFound(err) // acknowledged twice: release nothing twice
 		}
-		if err := txn.Delete(batchKey(b.ID)); err != nil {
+		if err := t.del(batchKey(b.ID)); err != nil {
 			return err
 		}
 		var err error
-		freed, err = s.w.releaseLocked(txn, b.Seqs)
+		freed, err = s.w.releaseLocked(t, b.Seqs)
 		return err
 	}
 	o.after = func() {
@@ -100,14 +100,14 @@ func (s *Store) Ack(b *Batch) error {
 func (s *Store) DeadLetter(b *Batch) error {
 	rec := b.marshal(nil)
 	o := &op{urgent: true, bytes: entryCost(len(b.ID)+1, 0) + entryCost(len(b.ID)+1, len(rec)), count: 2}
-	o.apply = func(txn *badger.Txn) error {
-		if _, err := txn.Get(batchKey(b.ID)); err != nil {
+	o.apply = func(t *tx) error {
+		if _, err := t.get(batchKey(b.ID), false); err != nil {
 			return notFound(err)
 		}
-		if err := txn.Delete(batchKey(b.ID)); err != nil {
+		if err := t.del(batchKey(b.ID)); err != nil {
 			return err
 		}
-		return txn.Set(deadKey(b.ID), rec)
+		return t.set(deadKey(b.ID), rec)
 	}
 	o.after = func() { s.addDepth(b.Subscriber, -int64(len(b.Seqs))) }
 	if err := s.w.do(o); err != nil {
@@ -127,14 +127,14 @@ func (s *Store) Replay(id string) (*Batch, error) {
 	b.LastStatus, b.LastError = 0, ""
 	rec := b.marshal(nil)
 	o := &op{urgent: true, bytes: entryCost(len(id)+1, 0) + entryCost(len(id)+1, len(rec)), count: 2}
-	o.apply = func(txn *badger.Txn) error {
-		if _, err := txn.Get(deadKey(id)); err != nil {
+	o.apply = func(t *tx) error {
+		if _, err := t.get(deadKey(id), false); err != nil {
 			return notFound(err)
 		}
-		if err := txn.Delete(deadKey(id)); err != nil {
+		if err := t.del(deadKey(id)); err != nil {
 			return err
 		}
-		return txn.Set(batchKey(id), rec)
+		return t.set(batchKey(id), rec)
 	}
 	o.after = func() { s.addDepth(b.Subscriber, int64(len(b.Seqs))) }
 	if err := s.w.do(o); err != nil {
@@ -154,15 +154,15 @@ func (s *Store) DropDeadLetter(id string) error {
 		count: 1 + 2*int64(len(b.Seqs)),
 	}
 	var freed int64
-	o.apply = func(txn *badger.Txn) error {
-		if _, err := txn.Get(deadKey(id)); err != nil {
+	o.apply = func(t *tx) error {
+		if _, err := t.get(deadKey(id), false); err != nil {
 			return notFound(err)
 		}
-		if err := txn.Delete(deadKey(id)); err != nil {
+		if err := t.del(deadKey(id)); err != nil {
 			return err
 		}
 		var err error
-		freed, err = s.w.releaseLocked(txn, b.Seqs)
+		freed, err = s.w.releaseLocked(t, b.Seqs)
 		return err
 	}
 	o.after = func() {
@@ -287,10 +287,10 @@ func getBatch(txn *badger.Txn, key []byte) (*Batch, error) {
 // It runs inside the writer's transaction. While no event is held by more
 // than one queue (w.shared is 0), no reference count exists and the records
 // are deleted without looking one up.
-func (w *writer) releaseLocked(txn *badger.Txn, seqs []uint64) (int64, error) {
+func (w *writer) releaseLocked(t *tx, seqs []uint64) (int64, error) {
 	if w.shared == 0 {
 		for _, seq := range seqs {
-			if err := txn.Delete(eventKey(seq)); err != nil {
+			if err := t.del(eventKey(seq)); err != nil {
 				return 0, err
 			}
 		}
@@ -299,9 +299,9 @@ func (w *writer) releaseLocked(txn *badger.Txn, seqs []uint64) (int64, error) {
 	var freed int64
 	for _, seq := range seqs {
 		rk := refKey(seq)
-		item, err := txn.Get(rk)
+		v, err := t.get(rk, true)
 		if errors.Is(err, badger.ErrKeyNotFound) {
-			if err := txn.Delete(eventKey(seq)); err != nil {
+			if err := t.del(eventKey(seq)); err != nil {
 				return 0, err
 			}
 			continue
@@ -309,21 +309,14 @@ func (w *writer) releaseLocked(txn *badger.Txn, seqs []uint64) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		var n uint64
-		if err := item.Value(func(v []byte) error {
-			if len(v) != 8 {
-				return fmt.Errorf("corrupt reference count of event %d", seq)
-			}
-			n = be.Uint64(v)
-			return nil
-		}); err != nil {
-			return 0, err
+		if len(v) != 8 {
+			return 0, fmt.Errorf("corrupt reference count of event %d", seq)
 		}
-		if n <= 2 {
-			err = txn.Delete(rk)
+		if n := be.Uint64(v); n <= 2 {
+			err = t.del(rk)
 			freed++
 		} else {
-			err = txn.Set(rk, be.AppendUint64(nil, n-1))
+			err = t.set(rk, be.AppendUint64(nil, n-1))
 		}
 		if err != nil {
 			return 0, err
@@ -359,17 +352,17 @@ func (s *Store) Split(b *Batch) ([2]*Batch, error) {
 	}
 	r0, r1 := out[0].marshal(nil), out[1].marshal(nil)
 	o := &op{urgent: true, bytes: entryCost(len(b.ID)+1, 0) + entryCost(len(b.ID)+3, len(r0)) + entryCost(len(b.ID)+3, len(r1)), count: 3}
-	o.apply = func(txn *badger.Txn) error {
-		if _, err := txn.Get(batchKey(b.ID)); err != nil {
+	o.apply = func(t *tx) error {
+		if _, err := t.get(batchKey(b.ID), false); err != nil {
 			return notFound(err)
 		}
-		if err := txn.Delete(batchKey(b.ID)); err != nil {
+		if err := t.del(batchKey(b.ID)); err != nil {
 			return err
 		}
-		if err := txn.Set(batchKey(out[0].ID), r0); err != nil {
+		if err := t.set(batchKey(out[0].ID), r0); err != nil {
 			return err
 		}
-		return txn.Set(batchKey(out[1].ID), r1)
+		return t.set(batchKey(out[1].ID), r1)
 	}
 	if err := s.w.do(o); err != nil {
 		return out, fmt.Errorf("cannot split batch %s: %w", b.ID, err)
@@ -388,11 +381,11 @@ func (s *Store) DeadLetterCounts() (map[string]int, error) {
 // clears it.
 func (s *Store) SetPaused(sub, reason string) error {
 	o := &op{urgent: true, bytes: entryCost(len(sub)+1, len(reason)), count: 1}
-	o.apply = func(txn *badger.Txn) error {
+	o.apply = func(t *tx) error {
 		if reason == "" {
-			return txn.Delete(pauseKey(sub))
+			return t.del(pauseKey(sub))
 		}
-		return txn.Set(pauseKey(sub), []byte(reason))
+		return t.set(pauseKey(sub), []byte(reason))
 	}
 	return s.w.do(o)
 }

@@ -197,7 +197,7 @@ func (s *Store) Append(items []AppendItem, dup []bool) error {
 	}
 	window := s.opts.DedupWindow
 	o := &op{bytes: bytes, count: count}
-	o.apply = func(txn *badger.Txn) error {
+	o.apply = func(t *tx) error {
 		// Every key of the call in one buffer, allocated once: Badger holds
 		// on to keys until the commit, and appends within the capacity
 		// never move earlier ones.
@@ -208,7 +208,7 @@ func (s *Store) Append(items []AppendItem, dup []bool) error {
 			if window > 0 && it.ID != nil {
 				k := kb.add(kindDedup, it.ID)
 				if !it.Fresh {
-					_, err := txn.Get(k)
+					_, err := t.get(k, false)
 					if err == nil {
 						dup[i] = true
 						continue
@@ -217,25 +217,25 @@ func (s *Store) Append(items []AppendItem, dup []bool) error {
 						return err
 					}
 				}
-				if err := txn.SetEntry(badger.NewEntry(k, nil).WithTTL(window)); err != nil {
+				if err := t.setEntry(badger.NewEntry(k, nil).WithTTL(window)); err != nil {
 					return err
 				}
 			}
 			var seq [8]byte
 			be.PutUint64(seq[:], s.w.nextSeq())
-			if err := txn.Set(kb.add(kindEvent, seq[:]), it.Record); err != nil {
+			if err := t.set(kb.add(kindEvent, seq[:]), it.Record); err != nil {
 				return err
 			}
 			if n := len(it.Queues); n > 1 {
 				s.w.shared++ // before the commit: an upper bound, never below
 				var count [8]byte
 				be.PutUint64(count[:], uint64(n))
-				if err := txn.Set(kb.add(kindRef, seq[:]), kb.add(count[:])); err != nil {
+				if err := t.set(kb.add(kindRef, seq[:]), kb.add(count[:])); err != nil {
 					return err
 				}
 			}
 			for _, q := range it.Queues {
-				if err := txn.Set(kb.add(q.prefix, seq[:]), nil); err != nil {
+				if err := t.set(kb.add(q.prefix, seq[:]), nil); err != nil {
 					return err
 				}
 			}

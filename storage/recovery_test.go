@@ -60,7 +60,9 @@ func TestHelperProcess(t *testing.T) {
 	}
 	switch mode {
 	case "append":
-		helperAppend(s, emit, fail)
+		helperAppend(s, emit, fail, 1)
+	case "arrays":
+		helperAppend(s, emit, fail, 50)
 	case "batch":
 		helperBatch(s, emit, fail)
 	default:
@@ -69,9 +71,11 @@ func TestHelperProcess(t *testing.T) {
 	select {} // wait for SIGKILL
 }
 
-// helperAppend appends from 16 goroutines, one or two events per call, the
-// second fanned out to two queues, and prints "<id>" for each event stored.
-func helperAppend(s *storage.Store, emit func(string, ...any), fail func(error)) {
+// helperAppend appends from 16 goroutines, per events per call and every
+// third call one more, fanned out to two queues, and prints "<id>" for each
+// event stored. With 50 per call, commits are large enough for the writer
+// to send them in the background (pipelineEntries).
+func helperAppend(s *storage.Store, emit func(string, ...any), fail func(error), per int) {
 	a, err := s.Queue("a")
 	if err != nil {
 		fail(err)
@@ -84,7 +88,10 @@ func helperAppend(s *storage.Store, emit func(string, ...any), fail func(error))
 		go func() {
 			for i := 0; ; i++ {
 				id := fmt.Sprintf("%d/%d", g, i)
-				items := []storage.AppendItem{ev(id, a)}
+				var items []storage.AppendItem
+				for k := range per {
+					items = append(items, ev(fmt.Sprintf("%s/%d", id, k), a))
+				}
 				if i%3 == 0 {
 					items = append(items, ev(id+"/ab", a, b))
 				}
@@ -172,12 +179,17 @@ func runCrashChild(t *testing.T, mode, dir string, line func(string) bool) {
 }
 
 // TestCrashAppend kills a process appending with fsync and checks that every
-// event whose Append had returned is in its queues after a reopen, once.
+// event whose Append had returned is in its queues after a reopen, once:
+// single events, then arrays of 50.
 func TestCrashAppend(t *testing.T) {
+	t.Run("single", func(t *testing.T) { crashAppend(t, "append", 3000) })
+	t.Run("arrays", func(t *testing.T) { crashAppend(t, "arrays", 30000) })
+}
+
+func crashAppend(t *testing.T, mode string, want int) {
 	dir := t.TempDir()
-	const want = 3000
 	var acked []string
-	runCrashChild(t, "append", dir, func(l string) bool {
+	runCrashChild(t, mode, dir, func(l string) bool {
 		acked = append(acked, l)
 		return len(acked) < want
 	})

@@ -153,7 +153,7 @@ func waitQueued(t *testing.T, s *Store, n int) {
 // failingAck runs s.Ack(x) in the same transaction as an op whose apply (or
 // commit) fails, so the ack is answered with the failure; then the ack is
 // retried, and the other subscriber's batch must still be readable.
-func failingAck(t *testing.T, poison func(txn *badger.Txn) error) {
+func failingAck(t *testing.T, poison func(*tx) error) {
 	s := openStore(t, t.TempDir())
 	a, b := openQueue(t, s, "a"), openQueue(t, s, "b")
 	appendTo(t, s, "x", a, b)
@@ -182,12 +182,12 @@ func failingAck(t *testing.T, poison func(txn *badger.Txn) error) {
 // Fails if shared were lowered before the commit, or for the operations of a
 // transaction dropped because a later operation's apply failed.
 func TestSharedFailedApply(t *testing.T) {
-	failingAck(t, func(*badger.Txn) error { return errors.New("injected apply failure") })
+	failingAck(t, func(*tx) error { return errors.New("injected apply failure") })
 }
 
 // Fails if shared were lowered although the commit failed.
 func TestSharedFailedCommit(t *testing.T) {
-	failingAck(t, func(txn *badger.Txn) error { txn.Discard(); return nil })
+	failingAck(t, func(wt *tx) error { wt.txn.Discard(); return nil })
 }
 
 // A random walk through every operation touching events (1..3 subscribers

@@ -5,14 +5,19 @@ import (
 	"math"
 	"sync"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/skl"
 )
 
-// maxGroup bounds how many operations share one transaction. The writer never
-// waits to fill a group: it takes what is already queued (PERF-NOTES: a linger
-// timer only made commits slower).
+// maxGroup bounds how many operations share one transaction.
 const maxGroup = 256
+
+// pipelineEntries is the size of a commit (in entries) from which the
+// writer sends it in the background and builds the next transaction
+// meanwhile; smaller ones it commits itself. With single-event requests
+// and one-event batches, the extra wake-up per commit of the background
+// commit cost more than it saved: the drain of one request per event ran
+// at ~0.65x (go run ./bench -only batching, 4 alternating runs).
+const pipelineEntries = 1024
 
 // valueThreshold is the record size from which Badger keeps a value in the
 // value log, leaving a 12-byte pointer in the LSM tree.
@@ -33,7 +38,7 @@ func entryCost(keyLen, valueLen int) int64 {
 type op struct {
 	urgent       bool // batch lifecycle: goes ahead of ingest appends
 	bytes, count int64
-	apply        func(txn *badger.Txn) error
+	apply        func(t *tx) error
 	after        func() // on success, in the writer goroutine, before errc is answered
 	// alone, when set, runs instead of apply between two transactions,
 	// with no commit of the writer in flight (for Badger calls that
@@ -45,10 +50,11 @@ type op struct {
 var errcPool = sync.Pool{New: func() any { return make(chan error, 1) }}
 
 // writer is the single goroutine that commits every write (group commit).
-// Batch lifecycle operations have a lane of their own and go first in each
-// transaction, and a transaction never holds more than Badger takes at
-// once: so forming and acknowledging batches never waits behind a flood of
-// ingest (each CreateBatch waits for at most the commit in progress).
+// Batch lifecycle operations have a lane of their own, which goes first
+// when the writer takes what is queued, and room of their own in each
+// transaction, which never holds more than Badger takes at once: so forming
+// and acknowledging batches never waits behind a flood of ingest (a
+// CreateBatch waits for the commit in flight, then its own).
 type writer struct {
 	s        *Store
 	ingest   chan *op
@@ -59,15 +65,33 @@ type writer struct {
 	mu     sync.RWMutex
 	closed bool
 
-	// seq is the last sequence number handed out in the open transaction;
-	// committed the last one durably stored. Both are owned by run.
-	seq, committed uint64
+	// seq is the last sequence number handed out in the open transaction,
+	// sent the last one in a commit sent, committed the last one durably
+	// stored. All owned by run, as are tx and flight.
+	seq, sent, committed uint64
 	// shared is at least the number of reference counts stored (events
 	// held by more than one queue): counted up as they are written, down
 	// once their deletion is committed, so a failed transaction can only
 	// leave it too high. Owned by run. At 0, releasing an event needs no
 	// look-up of its count (releaseLocked).
 	shared int64
+
+	tx           tx      // the open transaction (tx.txn nil when none)
+	pending      []*op   // applied to tx, answered once it is committed
+	bytes, count int64   // pending's size
+	flight       *flight // the commit sent and not yet landed, nil when none
+
+	// hold, when set (by tests), runs before a commit's outcome reaches
+	// the writer, which sees what it returns: the commit stays in flight
+	// for as long as it takes.
+	hold func(error) error
+}
+
+// flight is a commit being written in the background.
+type flight struct {
+	ops  []*op
+	seq  uint64 // the writer's seq when it was sent
+	done chan error
 }
 
 func newWriter(s *Store, seq uint64, shared, memtable int64) *writer {
@@ -81,7 +105,9 @@ func newWriter(s *Store, seq uint64, shared, memtable int64) *writer {
 		maxBytes:  maxBytes * 8 / 10,
 		maxCount:  maxBytes / int64(skl.MaxNodeSize) * 8 / 10,
 		seq:       seq,
+		sent:      seq,
 		committed: seq,
+		tx:        tx{building: view{}, unseen: view{}},
 		shared:    shared,
 	}
 }
@@ -117,149 +143,217 @@ func (w *writer) close() {
 	w.mu.Unlock()
 }
 
+// run is the writer goroutine. While a commit is in flight (being written
+// and synced by Badger), it applies what arrives to the next transaction;
+// once that commit has landed, it adds what is queued already (urgent
+// first) and sends the next. So a large transaction is built while the one
+// before it is written (send), and each holds everything that queued
+// meanwhile. The writer never waits to fill a transaction (PERF-NOTES: a
+// linger timer only made commits slower).
 func (w *writer) run(wg *sync.WaitGroup) {
 	defer wg.Done()
-	g := group{w: w, ops: make([]*op, 0, maxGroup)}
 	urgent, ingest := w.urgent, w.ingest
-	var carry *op // taken but did not fit: first of the next group
-	for {
-		g.reset()
-		if carry != nil {
-			g.add(carry)
-			carry = nil
-		} else {
-			if urgent == nil && ingest == nil {
-				return
-			}
-			select { // wait for the first operation, of either lane
-			case o, ok := <-urgent:
-				if !ok {
-					urgent = nil
-					continue
-				}
-				g.add(o)
-			case o, ok := <-ingest:
-				if !ok {
-					ingest = nil
-					continue
-				}
-				g.add(o)
-			}
-		}
-		// Then whatever is already queued, urgent first, without waiting.
-		for _, lane := range []*chan *op{&urgent, &ingest} {
-		drain:
-			for carry == nil && len(g.ops) < maxGroup {
-				select {
-				case o, ok := <-*lane:
-					if !ok {
-						*lane = nil
+	for urgent != nil || ingest != nil || w.flight != nil || len(w.pending) > 0 {
+		if w.flight == nil && len(w.pending) > 0 {
+			for _, lane := range []*chan *op{&urgent, &ingest} {
+			drain:
+				for w.flight == nil {
+					select {
+					case o, ok := <-*lane:
+						if !ok {
+							*lane = nil
+							break drain
+						}
+						w.take(o)
+					default:
 						break drain
 					}
-					if !g.add(o) {
-						carry = o
-					}
-				default:
-					break drain
 				}
 			}
-		}
-		w.commitGroup(g.ops)
-		clear(g.ops)
-	}
-}
-
-// group collects operations up to one transaction's worth.
-type group struct {
-	w            *writer
-	ops          []*op
-	bytes, count int64
-}
-
-func (g *group) reset() { g.ops, g.bytes, g.count = g.ops[:0], 0, 0 }
-
-// add takes o unless it would make the transaction too big; an operation
-// too big alone is taken (commitGroup answers it ErrTooLarge).
-func (g *group) add(o *op) bool {
-	if len(g.ops) > 0 && (g.bytes+o.bytes > g.w.maxBytes || g.count+o.count > g.w.maxCount) {
-		return false
-	}
-	g.ops = append(g.ops, o)
-	g.bytes += o.bytes
-	g.count += o.count
-	return true
-}
-
-func (w *writer) commitGroup(group []*op) {
-	txn := w.s.db.NewTransaction(true)
-	pending := make([]*op, 0, len(group))
-	var bytes, count int64
-	for _, o := range group {
-		if o.alone != nil {
-			w.commit(txn, pending)
-			pending, bytes, count = pending[:0], 0, 0
-			o.errc <- o.alone()
-			txn = w.s.db.NewTransaction(true)
+			if w.flight == nil { // none of it sent for want of room
+				w.send()
+			}
 			continue
 		}
-		if o.bytes > w.maxBytes || o.count > w.maxCount {
-			o.errc <- ErrTooLarge
-			continue
+		var landing chan error
+		if w.flight != nil {
+			landing = w.flight.done
 		}
-		if bytes+o.bytes > w.maxBytes || count+o.count > w.maxCount {
-			w.commit(txn, pending)
-			txn = w.s.db.NewTransaction(true)
-			pending, bytes, count = pending[:0], 0, 0
-		}
-		if err := o.apply(txn); err != nil {
-			if errors.Is(err, ErrNotFound) {
-				// Operations check what they need before they write
-				// anything: o left the transaction untouched.
-				o.errc <- err
+		select {
+		case err := <-landing:
+			w.landed(err)
+			if len(w.pending) == 0 {
+				w.drop() // idle: hold no snapshot
+			}
+		case o, ok := <-urgent:
+			if !ok {
+				urgent = nil
 				continue
 			}
-			// The transaction may hold part of o: drop it whole and fail
-			// everything in it. Nothing of theirs was stored.
-			txn.Discard()
-			w.seq = w.committed
-			for _, p := range pending {
-				p.errc <- err
+			w.take(o)
+		case o, ok := <-ingest:
+			if !ok {
+				ingest = nil
+				continue
 			}
-			o.errc <- err
-			txn = w.s.db.NewTransaction(true)
-			pending, bytes, count = pending[:0], 0, 0
-			continue
+			w.take(o)
 		}
-		pending = append(pending, o)
-		bytes += o.bytes
-		count += o.count
 	}
-	w.commit(txn, pending)
+	w.drop()
 }
 
-func (w *writer) commit(txn *badger.Txn, pending []*op) {
-	defer txn.Discard()
-	if len(pending) == 0 {
+// take applies o to the open transaction (sending that first if o does
+// not fit in it), or answers o when it cannot be applied.
+func (w *writer) take(o *op) {
+	if o.alone != nil {
+		w.send()
+		w.land()
+		w.drop()
+		o.errc <- o.alone()
 		return
 	}
-	var err error
-	if w.seq != w.committed {
-		err = txn.Set(seqKey, be.AppendUint64(nil, w.seq))
+	if o.bytes > w.maxBytes || o.count > w.maxCount {
+		o.errc <- ErrTooLarge
+		return
 	}
-	if err == nil {
-		err = txn.Commit()
+	// Ingest leaves a quarter of each transaction to the batch lifecycle,
+	// so forming and acknowledging batches never waits behind a flood of
+	// ingest for more than the commit in flight and its own.
+	maxBytes, maxCount := w.maxBytes, w.maxCount
+	if !o.urgent {
+		maxBytes, maxCount = maxBytes*3/4, maxCount*3/4
 	}
+	if len(w.pending) >= maxGroup || w.bytes+o.bytes > maxBytes || w.count+o.count > maxCount {
+		w.send()
+	}
+	if err := o.apply(w.open()); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			// Operations check what they need before they write
+			// anything: o left the transaction untouched.
+			o.errc <- err
+			return
+		}
+		// The transaction may hold part of o: drop it whole and fail
+		// everything in it. Nothing of theirs was stored.
+		w.pending = append(w.pending, o)
+		w.fail(err)
+		return
+	}
+	w.pending = append(w.pending, o)
+	w.bytes += o.bytes
+	w.count += o.count
+}
+
+// open returns the open transaction, beginning one if there is none.
+func (w *writer) open() *tx {
+	if w.tx.txn == nil {
+		w.land() // a failure is answered to its own operations; none are open
+		w.tx.txn = w.s.db.NewTransaction(true)
+		clear(w.tx.building)
+		clear(w.tx.unseen)
+	}
+	return &w.tx
+}
+
+// send commits the open transaction, holding the pending operations: in
+// the background from pipelineEntries on, else in place. Badger makes a
+// transaction begun after a commit was sent wait until that commit is
+// applied; so send first lands the commit in flight (if any), then begins
+// the next transaction, and only then sends. The next transaction's
+// snapshot misses this commit: tx.unseen holds its writes of looked-up
+// keys. Either way the commit lands (is answered) through w.flight.
+func (w *writer) send() {
+	if len(w.pending) == 0 {
+		return
+	}
+	if w.land() != nil {
+		return // landed failed the pending operations
+	}
+	t := &w.tx
+	if w.seq != w.sent {
+		if err := t.txn.Set(seqKey, be.AppendUint64(nil, w.seq)); err != nil {
+			w.fail(err)
+			return
+		}
+	}
+	f := &flight{ops: w.pending, seq: w.seq, done: make(chan error, 1)}
+	entries := w.count
+	w.sent, w.flight = w.seq, f
+	w.pending, w.bytes, w.count = make([]*op, 0, len(f.ops)), 0, 0
+	hold := w.hold
+	report := func(err error) {
+		if hold != nil {
+			err = hold(err)
+		}
+		f.done <- err
+	}
+	if hold == nil && entries < pipelineEntries {
+		// Too small a commit for the next transaction to gain much
+		// from being built meanwhile: commit in this goroutine, which
+		// saves waking another one for every commit. The commit lands
+		// when the writer next looks.
+		report(t.txn.Commit())
+		t.txn = nil
+		return
+	}
+	next := w.s.db.NewTransaction(true) // nothing in flight: does not wait
+	t.txn.CommitWith(report)
+	t.txn.Discard() // CommitWith leaves a transaction it refused undiscarded
+	t.txn = next
+	t.building, t.unseen = t.unseen, t.building
+	clear(t.building)
+}
+
+// land waits for the commit in flight, if any, and answers its operations
+// (see landed).
+func (w *writer) land() error {
+	if w.flight == nil {
+		return nil
+	}
+	return w.landed(<-w.flight.done)
+}
+
+// landed answers the operations of the commit in flight with err, its
+// outcome. On error it also fails the pending operations: they were built
+// on what that commit would have stored (dedup markers, batches, reference
+// counts).
+func (w *writer) landed(err error) error {
+	f := w.flight
+	w.flight = nil
 	if err != nil {
-		w.seq = w.committed
-		w.s.log.Error().Err(err).Int("ops", len(pending)).Msg("storage commit failed")
+		w.seq, w.sent = w.committed, w.committed
+		w.s.log.Error().Err(err).Int("ops", len(f.ops)).Msg("storage commit failed")
 	} else {
-		w.committed = w.seq
+		w.committed = f.seq
 	}
-	for _, p := range pending {
+	for _, p := range f.ops {
 		if err == nil && p.after != nil {
 			p.after()
 		}
 		p.errc <- err
+	}
+	if err != nil {
+		w.fail(err)
+	}
+	return err
+}
+
+// fail drops the open transaction and answers the pending operations with
+// err: nothing of theirs was stored.
+func (w *writer) fail(err error) {
+	w.drop()
+	w.seq = w.sent
+	for _, p := range w.pending {
+		p.errc <- err
+	}
+	clear(w.pending)
+	w.pending, w.bytes, w.count = w.pending[:0], 0, 0
+}
+
+func (w *writer) drop() {
+	if w.tx.txn != nil {
+		w.tx.txn.Discard()
+		w.tx.txn = nil
 	}
 }
 
