@@ -16,76 +16,110 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// overFlight runs first and keeps its commit in flight while the writer
-// applies then to the next transaction, whose snapshot misses first's
-// commit: an op blocked in its apply holds the writer while then queues;
-// the commit lands once then is applied.
-// outcome, if set, replaces the outcome of first's commit as the writer
-// sees it. It returns the errors of first and of then.
-func overFlight(t *testing.T, s *Store, outcome error, first func() error, then ...func() error) (error, []error) {
-	t.Helper()
-	entered, gate := make(chan struct{}), make(chan struct{})
-	var held atomic.Bool
+// pipe holds each commit the writer sends in flight until the test lets
+// it land; while one is held, during applies operations to the next
+// transaction, whose snapshot misses the held commit.
+type pipe struct {
+	t    *testing.T
+	s    *Store
+	sent chan int      // the number of each commit held, from 1
+	land chan struct{} // lets one held commit land; closed: all land
+	once sync.Once
+	bg   sync.WaitGroup // the scaffolding operations of during
+}
+
+// newPipe holds the commits of s from now on. outcome, if set, replaces
+// the outcome of the n-th commit as the writer sees it.
+func newPipe(t *testing.T, s *Store, outcome func(n int, err error) error) *pipe {
+	p := &pipe{t: t, s: s, sent: make(chan int, 64), land: make(chan struct{})}
+	var n atomic.Int64
 	s.w.hold = func(err error) error {
-		if !held.CompareAndSwap(false, true) {
-			return err
-		}
-		close(entered)
-		<-gate
+		k := int(n.Add(1))
+		p.sent <- k
+		<-p.land
 		if outcome != nil {
-			return outcome
+			return outcome(k, err)
 		}
 		return err
 	}
-	var once sync.Once
-	release := func() { once.Do(func() { close(gate) }) }
-	t.Cleanup(release)
+	t.Cleanup(func() { p.landAll(); p.bg.Wait() })
+	return p
+}
 
-	firstErr := make(chan error, 1)
-	go func() { firstErr <- first() }()
-	<-entered
+// await waits until a commit is held and returns its number.
+func (p *pipe) await() int {
+	p.t.Helper()
+	select {
+	case n := <-p.sent:
+		return n
+	case <-time.After(10 * time.Second):
+		p.t.Fatal("no commit was sent")
+		return 0
+	}
+}
 
+func (p *pipe) release() { p.land <- struct{}{} }
+
+func (p *pipe) landAll() { p.once.Do(func() { close(p.land) }) }
+
+// during runs ops while a commit is held, and returns once the writer has
+// applied all of them to the next transaction: an op blocked in its apply
+// holds the writer while they queue, and an op queued behind them in each
+// lane marks them applied. Their errors arrive once that transaction lands.
+func (p *pipe) during(ops ...func() error) []chan error {
+	p.t.Helper()
+	w := p.s.w
 	inBlocker, unblock := make(chan struct{}), make(chan struct{})
-	blockerErr := make(chan error, 1)
-	go func() {
-		blockerErr <- s.w.do(&op{urgent: true, apply: func(*tx) error {
+	p.bg.Go(func() {
+		_ = w.do(&op{urgent: true, apply: func(*tx) error {
 			close(inBlocker)
 			<-unblock
 			return nil
 		}})
-	}()
+	})
 	<-inBlocker
-
-	thenErr := make([]chan error, len(then))
-	for i, fn := range then {
-		thenErr[i] = make(chan error, 1)
-		go func() { thenErr[i] <- fn() }()
-		for deadline := time.Now().Add(5 * time.Second); len(s.w.urgent)+len(s.w.ingest) < i+1; {
+	errs := make([]chan error, len(ops))
+	for i, fn := range ops {
+		errs[i] = make(chan error, 1)
+		go func() { errs[i] <- fn() }()
+		for deadline := time.Now().Add(5 * time.Second); len(w.urgent)+len(w.ingest) < i+1; {
 			if time.Now().After(deadline) {
-				t.Fatalf("operation %d never queued", i)
+				p.t.Fatalf("operation %d never queued", i)
 			}
 			time.Sleep(time.Millisecond)
 		}
 	}
-	// Once an op queued behind them in each lane is applied, so are they.
 	close(unblock)
-	var markers sync.WaitGroup
 	for _, urgent := range []bool{true, false} {
 		applied := make(chan struct{})
-		markers.Go(func() {
-			_ = s.w.do(&op{urgent: urgent, apply: func(*tx) error { close(applied); return nil }})
+		p.bg.Go(func() {
+			_ = w.do(&op{urgent: urgent, apply: func(*tx) error { close(applied); return nil }})
 		})
 		<-applied
 	}
-	release()
-	markers.Wait()
+	return errs
+}
 
+// overFlight runs first and keeps its commit in flight while the writer
+// applies then to the next transaction. outcome, if set, replaces the
+// outcome of first's commit as the writer sees it. It returns the errors
+// of first and of then.
+func overFlight(t *testing.T, s *Store, outcome error, first func() error, then ...func() error) (error, []error) {
+	t.Helper()
+	p := newPipe(t, s, func(n int, err error) error {
+		if n == 1 && outcome != nil {
+			return outcome
+		}
+		return err
+	})
+	firstErr := make(chan error, 1)
+	go func() { firstErr <- first() }()
+	p.await()
+	thenErr := p.during(then...)
+	p.landAll()
 	errs := make([]error, len(then))
 	for i := range then {
 		errs[i] = <-thenErr[i]
-	}
-	if err := <-blockerErr; err != nil && outcome == nil {
-		t.Fatalf("the blocking op failed: %v", err)
 	}
 	return <-firstErr, errs
 }
@@ -213,5 +247,74 @@ func TestPipelineFailedFlight(t *testing.T) {
 	}
 	if len(recs) == 0 || recs[len(recs)-1] != "rec-y" {
 		t.Fatalf("queue holds %q, want rec-y last", recs)
+	}
+}
+
+// A batch found gone because the commit in flight deletes it is answered
+// with that commit's failure, not as not found: it is still stored.
+func TestPipelineNotFoundWaits(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	q := openQueue(t, s, "q")
+	appendTo(t, s, "x", q)
+	b := formBatch(t, q, "b1", 1)
+	injected := errors.New("injected commit failure")
+	errAck, errs := overFlight(t, s, injected, func() error { return s.Ack(b) },
+		func() error { return s.Ack(b) }, func() error { return s.DeadLetter(b) })
+	for i, err := range append([]error{errAck}, errs...) {
+		if !errors.Is(err, injected) {
+			t.Errorf("op %d: %v, want %v", i, err, injected)
+		}
+	}
+}
+
+// Two commits in flight one after the other: the third transaction sees
+// the second's writes, not the first's (the view is reset at each send).
+func TestPipelineTwoFlights(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	q := openQueue(t, s, "q")
+	appendTo(t, s, "x", q)
+	b := &Batch{ID: "b1", Subscriber: "q", Seqs: []uint64{1}, Created: 1}
+	p := newPipe(t, s, nil)
+	created := make(chan error, 1)
+	go func() { created <- q.CreateBatch(b) }()
+	p.await()
+	ack1 := p.during(func() error { return s.Ack(b) })
+	p.release()
+	p.await() // the first ack's commit
+	ack2 := p.during(func() error { return s.Ack(b) })
+	p.landAll()
+	if err := <-created; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-ack1[0]; err != nil {
+		t.Fatalf("first ack: %v", err)
+	}
+	if err := <-ack2[0]; !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second ack: %v, want not found", err)
+	}
+}
+
+// The events of a large append, committed in the background, shared by two
+// queues: each acknowledgement, committed in place after it, lowers their
+// count once (the view of the background commit is gone once it landed).
+func TestPipelineAfterLargeAppend(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	a, b := openQueue(t, s, "a"), openQueue(t, s, "b")
+	const n = pipelineEntries/5 + 1 // 5 entries per event of two queues
+	items := make([]AppendItem, n)
+	for i := range items {
+		items[i] = AppendItem{Record: []byte("e"), Queues: []*Queue{a, b}}
+	}
+	if err := s.Append(items, make([]bool, n)); err != nil {
+		t.Fatal(err)
+	}
+	ba, bb := formBatch(t, a, "ba", 1), formBatch(t, b, "bb", 1)
+	for _, bt := range []*Batch{ba, bb} {
+		if err := s.Ack(bt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if stored(t, s, eventKey(ba.Seqs[0])) || storedRefs(t, s) != n-1 {
+		t.Fatalf("after both acks: record stored %t, %d reference counts, want %d", stored(t, s, eventKey(ba.Seqs[0])), storedRefs(t, s), n-1)
 	}
 }

@@ -44,7 +44,11 @@ type op struct {
 	// with no commit of the writer in flight (for Badger calls that
 	// refuse writes while they run).
 	alone func() error
-	errc  chan error
+	// missing is what apply found missing (ErrNotFound): answered once
+	// the transaction lands, since what it found may rest on a commit
+	// not yet landed.
+	missing error
+	errc    chan error
 }
 
 var errcPool = sync.Pool{New: func() any { return make(chan error, 1) }}
@@ -229,8 +233,12 @@ func (w *writer) take(o *op) {
 	if err := o.apply(w.open()); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			// Operations check what they need before they write
-			// anything: o left the transaction untouched.
-			o.errc <- err
+			// anything: o left the transaction untouched. What it
+			// found gone may have been deleted by this transaction or
+			// by the commit in flight: if either fails, o is answered
+			// with that failure, since the key is still there.
+			o.missing = err
+			w.pending = append(w.pending, o)
 			return
 		}
 		// The transaction may hold part of o: drop it whole and fail
@@ -327,10 +335,17 @@ func (w *writer) landed(err error) error {
 		w.committed = f.seq
 	}
 	for _, p := range f.ops {
-		if err == nil && p.after != nil {
-			p.after()
+		switch {
+		case err != nil:
+			p.errc <- err
+		case p.missing != nil:
+			p.errc <- p.missing
+		default:
+			if p.after != nil {
+				p.after()
+			}
+			p.errc <- nil
 		}
-		p.errc <- err
 	}
 	if err != nil {
 		w.fail(err)
