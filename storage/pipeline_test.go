@@ -70,6 +70,9 @@ func (p *pipe) during(ops ...func() error) []chan error {
 	p.t.Helper()
 	w := p.s.w
 	inBlocker, unblock := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(unblock) }) }
+	p.t.Cleanup(release) // a failed test must not leave the writer blocked
 	p.bg.Go(func() {
 		_ = w.do(&op{urgent: true, apply: func(*tx) error {
 			close(inBlocker)
@@ -77,7 +80,7 @@ func (p *pipe) during(ops ...func() error) []chan error {
 			return nil
 		}})
 	})
-	<-inBlocker
+	p.wait(inBlocker, "the blocking op was never applied")
 	errs := make([]chan error, len(ops))
 	for i, fn := range ops {
 		errs[i] = make(chan error, 1)
@@ -89,15 +92,24 @@ func (p *pipe) during(ops ...func() error) []chan error {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	close(unblock)
+	release()
 	for _, urgent := range []bool{true, false} {
 		applied := make(chan struct{})
 		p.bg.Go(func() {
 			_ = w.do(&op{urgent: urgent, apply: func(*tx) error { close(applied); return nil }})
 		})
-		<-applied
+		p.wait(applied, "a marker op was never applied")
 	}
 	return errs
+}
+
+func (p *pipe) wait(c chan struct{}, what string) {
+	p.t.Helper()
+	select {
+	case <-c:
+	case <-time.After(10 * time.Second):
+		p.t.Fatal(what)
+	}
 }
 
 // overFlight runs first and keeps its commit in flight while the writer
@@ -251,18 +263,28 @@ func TestPipelineFailedFlight(t *testing.T) {
 }
 
 // A batch found gone because the commit in flight deletes it is answered
-// with that commit's failure, not as not found: it is still stored.
+// not found once that commit lands, and with that commit's failure if it
+// fails (the batch is then still stored), never before.
 func TestPipelineNotFoundWaits(t *testing.T) {
-	s := openStore(t, t.TempDir())
-	q := openQueue(t, s, "q")
-	appendTo(t, s, "x", q)
-	b := formBatch(t, q, "b1", 1)
 	injected := errors.New("injected commit failure")
-	errAck, errs := overFlight(t, s, injected, func() error { return s.Ack(b) },
-		func() error { return s.Ack(b) }, func() error { return s.DeadLetter(b) })
-	for i, err := range append([]error{errAck}, errs...) {
-		if !errors.Is(err, injected) {
-			t.Errorf("op %d: %v, want %v", i, err, injected)
+	for _, outcome := range []error{nil, injected} {
+		s := openStore(t, t.TempDir())
+		q := openQueue(t, s, "q")
+		appendTo(t, s, "x", q)
+		b := formBatch(t, q, "b1", 1)
+		errAck, errs := overFlight(t, s, outcome, func() error { return s.Ack(b) },
+			func() error { return s.Ack(b) }, func() error { return s.DeadLetter(b) })
+		if !errors.Is(errAck, outcome) {
+			t.Errorf("outcome %v: first ack: %v", outcome, errAck)
+		}
+		want := ErrNotFound
+		if outcome != nil {
+			want = outcome
+		}
+		for i, err := range errs {
+			if !errors.Is(err, want) {
+				t.Errorf("outcome %v: op %d: %v, want %v", outcome, i, err, want)
+			}
 		}
 	}
 }
@@ -300,13 +322,16 @@ func TestPipelineTwoFlights(t *testing.T) {
 func TestPipelineAfterLargeAppend(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	a, b := openQueue(t, s, "a"), openQueue(t, s, "b")
-	const n = pipelineEntries/5 + 1 // 5 entries per event of two queues
+	const n = pipelineEntries/4 + 1 // 4 entries or more per event of two queues
 	items := make([]AppendItem, n)
 	for i := range items {
 		items[i] = AppendItem{Record: []byte("e"), Queues: []*Queue{a, b}}
 	}
 	if err := s.Append(items, make([]bool, n)); err != nil {
 		t.Fatal(err)
+	}
+	if s.w.background != 1 {
+		t.Fatalf("%d commits sent in the background, want the append's", s.w.background)
 	}
 	ba, bb := formBatch(t, a, "ba", 1), formBatch(t, b, "bb", 1)
 	for _, bt := range []*Batch{ba, bb} {

@@ -84,6 +84,7 @@ type writer struct {
 	pending      []*op   // applied to tx, answered once it is committed
 	bytes, count int64   // pending's size
 	flight       *flight // the commit sent and not yet landed, nil when none
+	background   int     // commits sent in the background (for tests)
 
 	// hold, when set (by tests), runs before a commit's outcome reaches
 	// the writer, which sees what it returns: the commit stays in flight
@@ -305,6 +306,7 @@ func (w *writer) send() {
 		return
 	}
 	next := w.s.db.NewTransaction(true) // nothing in flight: does not wait
+	w.background++
 	t.txn.CommitWith(report)
 	t.txn.Discard() // CommitWith leaves a transaction it refused undiscarded
 	t.txn = next
