@@ -22,7 +22,7 @@ import (
 type pipe struct {
 	t    *testing.T
 	s    *Store
-	sent chan int      // the number of each commit held, from 1
+	sent chan struct{} // a commit is held
 	land chan struct{} // lets one held commit land; closed: all land
 	once sync.Once
 	bg   sync.WaitGroup // the scaffolding operations of during
@@ -31,11 +31,11 @@ type pipe struct {
 // newPipe holds the commits of s from now on. outcome, if set, replaces
 // the outcome of the n-th commit as the writer sees it.
 func newPipe(t *testing.T, s *Store, outcome func(n int, err error) error) *pipe {
-	p := &pipe{t: t, s: s, sent: make(chan int, 64), land: make(chan struct{})}
+	p := &pipe{t: t, s: s, sent: make(chan struct{}, 64), land: make(chan struct{})}
 	var n atomic.Int64
 	s.w.hold = func(err error) error {
 		k := int(n.Add(1))
-		p.sent <- k
+		p.sent <- struct{}{}
 		<-p.land
 		if outcome != nil {
 			return outcome(k, err)
@@ -46,16 +46,10 @@ func newPipe(t *testing.T, s *Store, outcome func(n int, err error) error) *pipe
 	return p
 }
 
-// await waits until a commit is held and returns its number.
-func (p *pipe) await() int {
+// await waits until a commit is held.
+func (p *pipe) await() {
 	p.t.Helper()
-	select {
-	case n := <-p.sent:
-		return n
-	case <-time.After(10 * time.Second):
-		p.t.Fatal("no commit was sent")
-		return 0
-	}
+	p.wait(p.sent, "no commit was sent")
 }
 
 func (p *pipe) release() { p.land <- struct{}{} }
