@@ -9,8 +9,10 @@ import (
 
 // CreateBatches stores bs, formed in order from the oldest events of q
 // (their Seqs, ascending, all above the queue's head), and takes their
-// events out of the queue, in one transaction. From here on each batch keeps
-// its id and contents across restarts.
+// events out of the queue, in one transaction: the queue's head moves past
+// them, and their entries stay, holding the records, until the batches are
+// released. From here on each batch keeps its id and contents across
+// restarts.
 func (q *Queue) CreateBatches(bs []*Batch) error {
 	if len(bs) == 0 {
 		return nil
@@ -22,8 +24,8 @@ func (q *Queue) CreateBatches(bs []*Batch) error {
 			return errors.New("cannot store an empty batch")
 		}
 		recs[i] = b.marshal(nil)
-		o.bytes += entryCost(len(b.ID)+1, len(recs[i])) + int64(len(b.Seqs))*entryCost(len(q.prefix)+8, 0)
-		o.count += 1 + int64(len(b.Seqs))
+		o.bytes += entryCost(len(b.ID)+1, len(recs[i]))
+		o.count++
 	}
 	last := bs[len(bs)-1].Seqs
 	head := last[len(last)-1] + 1
@@ -31,11 +33,6 @@ func (q *Queue) CreateBatches(bs []*Batch) error {
 		for i, b := range bs {
 			if err := t.set(batchKey(b.ID), recs[i]); err != nil {
 				return err
-			}
-			for _, seq := range b.Seqs {
-				if err := t.del(q.key(seq)); err != nil {
-					return err
-				}
 			}
 		}
 		return t.set(headKey(q.id), be.AppendUint64(nil, head))
@@ -68,11 +65,8 @@ func (s *Store) UpdateBatch(b *Batch) error {
 
 // Ack removes a delivered batch and releases its events.
 func (s *Store) Ack(b *Batch) error {
-	o := &op{urgent: true,
-		bytes: entryCost(len(b.ID)+1, 0) + int64(len(b.Seqs))*2*entryCost(9, 8),
-		count: 1 + 2*int64(len(b.Seqs)),
-	}
-	var freed int64 // reference counts deleted, for the writer's count once committed
+	o := releaseOp(b)
+	var freed freed // for the writer's counts once committed
 	o.apply = func(t *tx) error {
 		if _, err := t.get(batchKey(b.ID), false); err != nil {
 			return notFound(err) // acknowledged twice: release nothing twice
@@ -81,11 +75,11 @@ func (s *Store) Ack(b *Batch) error {
 			return err
 		}
 		var err error
-		freed, err = s.w.releaseLocked(t, b.Seqs)
+		freed, err = s.w.releaseLocked(t, b)
 		return err
 	}
 	o.after = func() {
-		s.w.refsDeleted(freed)
+		s.w.deleted(freed)
 		s.addDepth(b.Subscriber, -int64(len(b.Seqs)))
 		s.released.Add(int64(len(b.Seqs)))
 	}
@@ -149,11 +143,8 @@ func (s *Store) DropDeadLetter(id string) error {
 	if err != nil {
 		return err
 	}
-	o := &op{urgent: true,
-		bytes: entryCost(len(id)+1, 0) + int64(len(b.Seqs))*2*entryCost(9, 8),
-		count: 1 + 2*int64(len(b.Seqs)),
-	}
-	var freed int64
+	o := releaseOp(b)
+	var freed freed
 	o.apply = func(t *tx) error {
 		if _, err := t.get(deadKey(id), false); err != nil {
 			return notFound(err)
@@ -162,11 +153,11 @@ func (s *Store) DropDeadLetter(id string) error {
 			return err
 		}
 		var err error
-		freed, err = s.w.releaseLocked(t, b.Seqs)
+		freed, err = s.w.releaseLocked(t, b)
 		return err
 	}
 	o.after = func() {
-		s.w.refsDeleted(freed)
+		s.w.deleted(freed)
 		s.released.Add(int64(len(b.Seqs)))
 	}
 	if err := s.w.do(o); err != nil {
@@ -222,17 +213,16 @@ func (s *Store) GetDeadLetter(id string) (*Batch, error) {
 // read with an *EventError.
 func (s *Store) ReadBatch(b *Batch, fn func(seq uint64, rec []byte) error) error {
 	return s.view(func(txn *badger.Txn) error {
-		rc := newRecordCursor(txn)
+		qc := newRecordCursor(txn, queuePrefix(b.Subscriber))
+		defer qc.close()
+		rc := newRecordCursor(txn, kindEvent)
 		defer rc.close()
 		for _, seq := range b.Seqs {
-			item, err := rc.find(seq)
+			qe, err := qc.find(seq)
 			if err != nil {
 				return fmt.Errorf("cannot read event %d of batch %s: %w", seq, b.ID, err)
 			}
-			if item == nil {
-				return &EventError{Seq: seq, Err: errors.New("record missing")}
-			}
-			if err := item.Value(func(v []byte) error { return fn(seq, v) }); err != nil {
+			if err := withRecord(qe, rc, seq, func(v []byte) error { return fn(seq, v) }); err != nil {
 				return err
 			}
 		}
@@ -282,47 +272,74 @@ func getBatch(txn *badger.Txn, key []byte) (*Batch, error) {
 	return b, err
 }
 
-// releaseLocked drops one reference to each event, deleting the records
-// nobody holds any more, and returns how many reference counts it deleted.
-// It runs inside the writer's transaction. While no event is held by more
-// than one queue (w.shared is 0), no reference count exists and the records
-// are deleted without looking one up.
-func (w *writer) releaseLocked(t *tx, seqs []uint64) (int64, error) {
-	if w.shared == 0 {
-		for _, seq := range seqs {
-			if err := t.del(eventKey(seq)); err != nil {
-				return 0, err
+// releaseOp is the op releasing b's events, sized for releaseLocked.
+func releaseOp(b *Batch) *op {
+	n := int64(len(b.Seqs))
+	return &op{urgent: true,
+		bytes: entryCost(len(b.ID)+1, 0) + n*(entryCost(len(b.Subscriber)+10, 0)+entryCost(9, 8)),
+		count: 1 + 2*n,
+	}
+}
+
+// freed counts what a release deleted: reference counts and records stored
+// apart from their queue entries.
+type freed struct{ refs, records int64 }
+
+// releaseLocked deletes b's queue entries and drops one reference to each
+// of its events held by several queues, deleting the records nobody holds
+// any more. It runs inside the writer's transaction, and deletes at most
+// two entries per event. While no reference count (w.shared) or record
+// stored apart (w.records) may exist, it looks none up.
+func (w *writer) releaseLocked(t *tx, b *Batch) (freed, error) {
+	var f freed
+	prefix := queuePrefix(b.Subscriber)
+	kb := keyBuf{b: make([]byte, 0, len(b.Seqs)*(len(prefix)+8))}
+	for _, seq := range b.Seqs {
+		var s [8]byte
+		be.PutUint64(s[:], seq)
+		if err := t.del(kb.add(prefix, s[:])); err != nil {
+			return f, err
+		}
+		if w.shared > 0 {
+			rk := refKey(seq)
+			v, err := t.get(rk, true)
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+			case err != nil:
+				return f, err
+			case len(v) != 8:
+				return f, fmt.Errorf("corrupt reference count of event %d", seq)
+			case be.Uint64(v) <= 2:
+				if err := t.del(rk); err != nil {
+					return f, err
+				}
+				f.refs++
+				continue
+			default:
+				if err := t.set(rk, be.AppendUint64(nil, be.Uint64(v)-1)); err != nil {
+					return f, err
+				}
+				continue
 			}
 		}
-		return 0, nil
-	}
-	var freed int64
-	for _, seq := range seqs {
-		rk := refKey(seq)
-		v, err := t.get(rk, true)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			if err := t.del(eventKey(seq)); err != nil {
-				return 0, err
+		if w.records == 0 {
+			continue // the record was the queue entry's value
+		}
+		// Held by this queue alone: a record stored apart goes with it.
+		// (Looked up: the entry just deleted may have held it instead.)
+		ek := eventKey(seq)
+		if _, err := t.get(ek, false); err != nil {
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
 			}
-			continue
+			return f, err
 		}
-		if err != nil {
-			return 0, err
+		if err := t.del(ek); err != nil {
+			return f, err
 		}
-		if len(v) != 8 {
-			return 0, fmt.Errorf("corrupt reference count of event %d", seq)
-		}
-		if n := be.Uint64(v); n <= 2 {
-			err = t.del(rk)
-			freed++
-		} else {
-			err = t.set(rk, be.AppendUint64(nil, n-1))
-		}
-		if err != nil {
-			return 0, err
-		}
+		f.records++
 	}
-	return freed, nil
+	return f, nil
 }
 
 func (s *Store) addDepth(sub string, n int64) {

@@ -57,7 +57,7 @@ func TestRecordCursor(t *testing.T) {
 	check := func(name string, seqs []uint64) {
 		t.Helper()
 		err := s.view(func(txn *badger.Txn) error {
-			rc := newRecordCursor(txn)
+			rc := newRecordCursor(txn, kindEvent)
 			defer rc.close()
 			for i, seq := range seqs {
 				item, err := rc.find(seq)
@@ -130,13 +130,12 @@ func recordOf(seq uint64) []byte {
 // it stops ReadBatch the same way.
 func TestReadMissingRecord(t *testing.T) {
 	s := openStore(t, t.TempDir())
-	q, err := s.Queue("s")
-	if err != nil {
-		t.Fatal(err)
-	}
+	q, other := openQueue(t, s, "s"), openQueue(t, s, "t")
 	items := make([]AppendItem, 20)
 	for i := range items {
-		items[i] = AppendItem{Record: []byte{byte(i)}, Queues: []*Queue{q}}
+		// Of two queues, so that each record is stored apart and can go
+		// missing.
+		items[i] = AppendItem{Record: []byte{byte(i)}, Queues: []*Queue{q, other}}
 	}
 	if err := s.Append(items, make([]bool, len(items))); err != nil {
 		t.Fatal(err)
@@ -146,7 +145,7 @@ func TestReadMissingRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	var seqs []uint64
-	err = q.Read(0, 100, func(seq uint64, rec []byte) bool {
+	err := q.Read(0, 100, func(seq uint64, rec []byte) bool {
 		if len(rec) != 1 || uint64(rec[0])+1 != seq {
 			t.Fatalf("seq %d: record %x", seq, rec)
 		}

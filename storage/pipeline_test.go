@@ -187,7 +187,7 @@ func TestPipelineBatchLifecycle(t *testing.T) {
 	if errCreate != nil || errs[0] != nil {
 		t.Fatalf("create: %v; ack: %v", errCreate, errs[0])
 	}
-	if stored(t, s, batchKey("b1")) || stored(t, s, eventKey(1)) {
+	if stored(t, s, batchKey("b1")) || stored(t, s, q.key(1)) {
 		t.Fatal("the acknowledged batch or its event is still stored")
 	}
 
@@ -212,7 +212,7 @@ func TestPipelineReplay(t *testing.T) {
 	if errDead != nil || errs[0] != nil || errs[1] != nil {
 		t.Fatalf("dead letter: %v; replay: %v; ack: %v", errDead, errs[0], errs[1])
 	}
-	if stored(t, s, batchKey("b1")) || stored(t, s, deadKey("b1")) || stored(t, s, eventKey(b.Seqs[0])) {
+	if stored(t, s, batchKey("b1")) || stored(t, s, deadKey("b1")) || stored(t, s, q.key(b.Seqs[0])) {
 		t.Fatal("the replayed and acknowledged batch or its event is still stored")
 	}
 }
@@ -230,6 +230,9 @@ func TestPipelineSharedRelease(t *testing.T) {
 	}
 	if stored(t, s, eventKey(ba.Seqs[0])) || storedRefs(t, s) != 0 {
 		t.Fatalf("after both acks: record stored %t, %d reference counts", stored(t, s, eventKey(ba.Seqs[0])), storedRefs(t, s))
+	}
+	if stored(t, s, a.key(ba.Seqs[0])) || stored(t, s, b.key(bb.Seqs[0])) {
+		t.Fatal("after both acks: a queue entry is still stored")
 	}
 }
 

@@ -17,8 +17,9 @@ type Queue struct {
 	prefix []byte
 	notify chan struct{}
 
-	// head is the lowest sequence number that may still be queued: reads
-	// Seek to it, so deleted entries below it are never walked again.
+	// head is the lowest sequence number that may still be queued: the
+	// entries below it belong to batches and dead letters (and hold their
+	// records until released), and reads Seek past them.
 	head  atomic.Uint64
 	depth atomic.Int64 // events queued plus events in stored batches
 }
@@ -33,22 +34,11 @@ func (s *Store) Queue(id string) (*Queue, error) {
 	}
 	q := &Queue{s: s, id: id, prefix: queuePrefix(id), notify: make(chan struct{}, 1)}
 	err := s.view(func(txn *badger.Txn) error {
-		item, err := txn.Get(headKey(id))
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-		case err != nil:
+		head, err := loadHead(txn, id)
+		if err != nil {
 			return err
-		default:
-			if err := item.Value(func(v []byte) error {
-				if len(v) != 8 {
-					return fmt.Errorf("corrupt head of queue %q", id)
-				}
-				q.head.Store(be.Uint64(v))
-				return nil
-			}); err != nil {
-				return err
-			}
 		}
+		q.head.Store(head)
 		var n int64
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.prefix})
 		for it.Seek(q.key(q.head.Load())); it.Valid(); it.Next() {
@@ -80,9 +70,30 @@ func (s *Store) Queue(id string) (*Queue, error) {
 	return q, nil
 }
 
+// loadHead reads the head of queue id: every entry below it is in a batch
+// or a dead letter.
+func loadHead(txn *badger.Txn, id string) (uint64, error) {
+	item, err := txn.Get(headKey(id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var head uint64
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("corrupt head of queue %q", id)
+		}
+		head = be.Uint64(v)
+		return nil
+	})
+	return head, err
+}
+
 // QueueIDs lists the subscribers with events queued (not yet in a batch),
 // in order. It seeks from one subscriber's entries to the next, so it costs
-// one step per subscriber, not per event.
+// a few steps per subscriber, not one per event.
 func (s *Store) QueueIDs() ([]string, error) {
 	var ids []string
 	err := s.view(func(txn *badger.Txn) error {
@@ -95,8 +106,17 @@ func (s *Store) QueueIDs() ([]string, error) {
 				return fmt.Errorf("corrupt queue key %q", k)
 			}
 			id := string(k[1:end])
-			ids = append(ids, id)
-			it.Seek(append(queuePrefix(id)[:end], 1)) // past every entry of id
+			// Entries below the head are in batches or dead letters.
+			head, err := loadHead(txn, id)
+			if err != nil {
+				return err
+			}
+			prefix := queuePrefix(id)
+			it.Seek(be.AppendUint64(prefix, head))
+			if it.Valid() && bytes.HasPrefix(it.Item().Key(), prefix) {
+				ids = append(ids, id)
+			}
+			it.Seek(append(prefix[:end], 1)) // past every entry of id
 		}
 		return nil
 	})
@@ -134,21 +154,14 @@ func (q *Queue) Read(after uint64, max int, fn func(seq uint64, rec []byte) bool
 	err := q.s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.prefix})
 		defer it.Close()
-		rc := newRecordCursor(txn)
+		rc := newRecordCursor(txn, kindEvent)
 		defer rc.close()
 		n := 0
 		for it.Seek(q.key(start)); it.Valid() && n < max; it.Next() {
 			k := it.Item().Key()
 			seq := be.Uint64(k[len(q.prefix):])
-			item, err := rc.find(seq)
-			if err != nil {
-				return fmt.Errorf("cannot read event %d: %w", seq, err)
-			}
-			if item == nil {
-				return &EventError{Seq: seq, Err: errors.New("record missing")}
-			}
 			more := true
-			if err := item.Value(func(v []byte) error { more = fn(seq, v); return nil }); err != nil {
+			if err := withRecord(it.Item(), rc, seq, func(v []byte) error { more = fn(seq, v); return nil }); err != nil {
 				return err
 			}
 			n++
@@ -177,8 +190,11 @@ type AppendItem struct {
 // Append stores items in one transaction and returns once it is committed
 // (and fsynced with SyncWrites). dup[i] is set for items whose ID was seen
 // within the dedup window (never for Fresh items); those are not stored
-// again. On error nothing of
-// the call was stored.
+// again. On error nothing of the call was stored.
+//
+// The record of an event of one queue is its queue entry's value; that of
+// an event of several queues is stored once, with a reference count, and
+// their entries are empty.
 func (s *Store) Append(items []AppendItem, dup []bool) error {
 	if s.full.Load() {
 		return ErrFull
@@ -187,9 +203,18 @@ func (s *Store) Append(items []AppendItem, dup []bool) error {
 	keyBytes := 0
 	for i := range items {
 		it := &items[i]
-		bytes += entryCost(9, len(it.Record)) + entryCost(len(it.ID)+1, 0) + entryCost(9, 8)
-		count += 3 + int64(len(it.Queues))
-		keyBytes += 9 + len(it.ID) + 1 + 9 + 9
+		bytes += entryCost(len(it.ID)+1, 0) + entryCost(9, 8)
+		count += 2
+		keyBytes += len(it.ID) + 1 + 9
+		if len(it.Queues) == 1 {
+			bytes += entryCost(len(it.Queues[0].prefix)+8, len(it.Record))
+			count++
+			keyBytes += len(it.Queues[0].prefix) + 8
+			continue
+		}
+		bytes += entryCost(9, len(it.Record))
+		count += 1 + int64(len(it.Queues))
+		keyBytes += 9 + 9
 		for _, q := range it.Queues {
 			bytes += entryCost(len(q.prefix)+8, 0)
 			keyBytes += len(q.prefix) + 8
@@ -223,16 +248,22 @@ func (s *Store) Append(items []AppendItem, dup []bool) error {
 			}
 			var seq [8]byte
 			be.PutUint64(seq[:], s.w.nextSeq())
+			if len(it.Queues) == 1 {
+				if err := t.set(kb.add(it.Queues[0].prefix, seq[:]), it.Record); err != nil {
+					return err
+				}
+				continue
+			}
 			if err := t.set(kb.add(kindEvent, seq[:]), it.Record); err != nil {
 				return err
 			}
-			if n := len(it.Queues); n > 1 {
-				s.w.shared++ // before the commit: an upper bound, never below
-				var count [8]byte
-				be.PutUint64(count[:], uint64(n))
-				if err := t.set(kb.add(kindRef, seq[:]), kb.add(count[:])); err != nil {
-					return err
-				}
+			// Before the commit: upper bounds, never below.
+			s.w.shared++
+			s.w.records++
+			var count [8]byte
+			be.PutUint64(count[:], uint64(len(it.Queues)))
+			if err := t.set(kb.add(kindRef, seq[:]), kb.add(count[:])); err != nil {
+				return err
 			}
 			for _, q := range it.Queues {
 				if err := t.set(kb.add(q.prefix, seq[:]), nil); err != nil {
@@ -284,36 +315,66 @@ var (
 	kindRef   = []byte{'r'}
 )
 
-// recordCursor finds event records for reads that want them in ascending
-// order (a queue, a batch). Within a block of 256 sequence numbers, the
-// first record is a Get (bloom filters keep that cheap where a read wants
-// one record of a block: a subscriber of rare events); from the second on,
-// one iterator steps from record to record, where a Get for each would
-// search every level of the tree again (BenchmarkQueueRead).
+// withRecord calls fn with the record of event seq: the value of its queue
+// entry qe when that is not empty (nil qe: no entry found), else the record
+// stored under the event's own key, found with rc (kindEvent). A record
+// found nowhere is an *EventError.
+func withRecord(qe *badger.Item, rc *recordCursor, seq uint64, fn func(rec []byte) error) error {
+	if qe != nil {
+		inline := false
+		err := qe.Value(func(v []byte) error {
+			if len(v) == 0 {
+				return nil
+			}
+			inline = true
+			return fn(v)
+		})
+		if err != nil || inline {
+			return err
+		}
+	}
+	item, err := rc.find(seq)
+	if err != nil {
+		return fmt.Errorf("cannot read event %d: %w", seq, err)
+	}
+	if item == nil {
+		return &EventError{Seq: seq, Err: errors.New("record missing")}
+	}
+	return item.Value(fn)
+}
+
+// recordCursor finds the keys <prefix><seq> of one kind (event records, a
+// queue's entries) for reads that want them in ascending order (a queue, a
+// batch). Within a block of 256 sequence numbers, the first key is a Get
+// (bloom filters keep that cheap where a read wants one record of a block:
+// a subscriber of rare events); from the second on, one iterator steps from
+// key to key, where a Get for each would search every level of the tree
+// again (BenchmarkQueueRead).
 //
 // The iterator's prefix is its block: Badger's iterator reads one live key
 // ahead of the one it lands on, passing over every deleted key on the way,
 // and after the last record of an old batch that would be the deletions of
 // everything delivered since (BenchmarkReadOldBatch: 50 ms, not 65 us).
 type recordCursor struct {
-	txn   *badger.Txn
-	it    *badger.Iterator // of block, from its second find; else nil
-	block uint64           // seq>>8 of the records asked for last
-	key   []byte
-	last  uint64 // the seq asked for last, in block; 0: none yet
+	txn    *badger.Txn
+	prefix []byte
+	it     *badger.Iterator // of block, from its second find; else nil
+	block  uint64           // seq>>8 of the keys asked for last
+	key    []byte
+	last   uint64 // the seq asked for last, in block; 0: none yet
 }
 
 // recordSteps is the furthest find steps forward; it seeks further.
 const recordSteps = 8
 
-func newRecordCursor(txn *badger.Txn) *recordCursor {
-	return &recordCursor{txn: txn, key: make([]byte, 0, 9)}
+func newRecordCursor(txn *badger.Txn, prefix []byte) *recordCursor {
+	return &recordCursor{txn: txn, prefix: prefix, key: make([]byte, 0, len(prefix)+8)}
 }
 
-// find returns the record of event seq, nil if it has none. The item is
-// valid until the next call.
+// find returns the item of key <prefix><seq>, nil if there is none. The item
+// is valid until the next call.
 func (c *recordCursor) find(seq uint64) (*badger.Item, error) {
-	c.key = be.AppendUint64(append(c.key[:0], kindEvent...), seq)
+	c.key = be.AppendUint64(append(c.key[:0], c.prefix...), seq)
 	if c.last == 0 || seq>>8 != c.block {
 		c.close()
 		c.block, c.last = seq>>8, seq
@@ -330,10 +391,10 @@ func (c *recordCursor) find(seq uint64) (*badger.Item, error) {
 		c.last = 0 // seek
 	}
 	it := c.it
-	// Every seq has at most one record, so at most seq-last keys lie
-	// between the last record asked for and this one. Stepping forward is
+	// Every seq has at most one key, so at most seq-last keys lie between
+	// the last one asked for and this one. Stepping forward is
 	// exact: every key passed was below seq, so landing beyond it means seq
-	// has no record.
+	// has no key.
 	if c.last != 0 && seq > c.last && seq-c.last <= recordSteps && it.Valid() {
 		for it.Valid() && bytes.Compare(it.Item().Key(), c.key) < 0 {
 			it.Next()

@@ -71,11 +71,17 @@ func mustReadBatch(t *testing.T, s *Store, b *Batch) {
 // writerShared reads w.shared in the writer goroutine.
 func writerShared(t *testing.T, s *Store) int64 {
 	t.Helper()
-	var n int64
-	if err := s.w.do(&op{urgent: true, alone: func() error { n = s.w.shared; return nil }}); err != nil {
+	n, _ := writerCounts(t, s)
+	return n
+}
+
+// writerCounts reads w.shared and w.records in the writer goroutine.
+func writerCounts(t *testing.T, s *Store) (shared, records int64) {
+	t.Helper()
+	if err := s.w.do(&op{urgent: true, alone: func() error { shared, records = s.w.shared, s.w.records; return nil }}); err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return shared, records
 }
 
 // storedRefs counts the reference counts stored.
@@ -475,11 +481,22 @@ func TestSharedCrashHelper(t *testing.T) {
 	select {}
 }
 
-// checkRefs checks, with the writer idle, that every event held by n > 1
-// holders has a count n, that one held once has none, that every held
-// event has its record, and that w.shared equals the counts stored.
+// checkRefs checks, with the writer idle, the layout's invariants: every
+// queue entry below its queue's head belongs to exactly one batch or dead
+// letter and every one above to none; an entry holding its record is its
+// event's only holder, with no separate record or count; an event of empty
+// entries has its separate record, and a count n when n > 1 entries hold
+// it; nothing else is stored (a leak); and the writer's bounds equal what
+// is stored. It returns the events held and the counts stored.
 func checkRefs(t *testing.T, s *Store) (events, shared int) {
 	t.Helper()
+	type entry struct {
+		sub string
+		seq uint64
+	}
+	entries := map[entry]bool{} // true: holds its record
+	heads := map[string]uint64{}
+	owned := map[entry]string{} // by a batch or dead letter
 	holders := map[uint64]int{}
 	recs := map[uint64]bool{}
 	refs := map[uint64]uint64{}
@@ -497,15 +514,23 @@ func checkRefs(t *testing.T, s *Store) (events, shared int) {
 				recs[be.Uint64(k[1:])] = true
 			case 'r':
 				refs[be.Uint64(k[1:])] = be.Uint64(v)
+			case 'h':
+				heads[string(k[1:])] = be.Uint64(v)
 			case 'q':
-				holders[be.Uint64(k[len(k)-8:])]++
+				e := entry{string(k[1 : len(k)-9]), be.Uint64(k[len(k)-8:])}
+				entries[e] = len(v) > 0
+				holders[e.seq]++
 			case 'b', 'x':
 				b, err := unmarshalBatch(v)
 				if err != nil {
 					return err
 				}
 				for _, seq := range b.Seqs {
-					holders[seq]++
+					e := entry{b.Subscriber, seq}
+					if other, ok := owned[e]; ok {
+						return fmt.Errorf("event %d of %s in both %s and %s", seq, b.Subscriber, other, b.ID)
+					}
+					owned[e] = b.ID
 				}
 			}
 		}
@@ -514,9 +539,27 @@ func checkRefs(t *testing.T, s *Store) (events, shared int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for seq, n := range holders {
-		if !recs[seq] {
-			t.Fatalf("event %d held %d times has no record", seq, n)
+	for e, inline := range entries {
+		_, isOwned := owned[e]
+		if below := e.seq < heads[e.sub]; below != isOwned {
+			t.Fatalf("entry %d of %s: below head %d %t, in a batch %t", e.seq, e.sub, heads[e.sub], below, isOwned)
+		}
+		if inline && (holders[e.seq] != 1 || recs[e.seq]) {
+			t.Fatalf("event %d holds its record in %s's entry, but has %d holders (separate record %t)", e.seq, e.sub, holders[e.seq], recs[e.seq])
+		}
+		if !inline && !recs[e.seq] {
+			t.Fatalf("event %d held %d times has no record", e.seq, holders[e.seq])
+		}
+	}
+	for e, id := range owned {
+		if _, ok := entries[e]; !ok {
+			t.Fatalf("event %d of %s in %s has no queue entry", e.seq, e.sub, id)
+		}
+	}
+	for seq := range recs {
+		n := holders[seq]
+		if n == 0 {
+			t.Errorf("event %d is stored but held by nobody (leak)", seq)
 		}
 		switch r, ok := refs[seq]; {
 		case n > 1 && r != uint64(n):
@@ -525,20 +568,15 @@ func checkRefs(t *testing.T, s *Store) (events, shared int) {
 			t.Fatalf("event %d held once has count %d", seq, r)
 		}
 	}
-	for seq := range recs {
-		if holders[seq] == 0 {
-			t.Errorf("event %d is stored but held by nobody (leak)", seq)
-		}
-	}
 	for seq := range refs {
-		if holders[seq] == 0 {
-			t.Fatalf("count of event %d held by nobody", seq)
+		if !recs[seq] {
+			t.Fatalf("count of event %d without its record", seq)
 		}
 	}
-	if sh := writerShared(t, s); sh != int64(len(refs)) {
-		t.Fatalf("shared = %d after reopen, %d counts stored", sh, len(refs))
+	if sh, rc := writerCounts(t, s); sh != int64(len(refs)) || rc != int64(len(recs)) {
+		t.Fatalf("writer counts %d shared and %d records after reopen; stored: %d counts, %d records", sh, rc, len(refs), len(recs))
 	}
-	return len(recs), len(refs)
+	return len(holders), len(refs)
 }
 
 func TestSharedCrashFanOut(t *testing.T) {
@@ -571,7 +609,7 @@ func TestSharedCrashFanOut(t *testing.T) {
 					t.Fatal(err)
 				}
 				ev, sh := checkRefs(t, s)
-				t.Logf("round %d: %d records, %d shared", round, ev, sh)
+				t.Logf("round %d: %d events, %d shared", round, ev, sh)
 				if round == rounds-1 { // deliver everything: nothing may be left
 					qs := map[string]*Queue{}
 					for _, id := range []string{"a", "b", "c"} {
@@ -580,7 +618,7 @@ func TestSharedCrashFanOut(t *testing.T) {
 					drainAll(t, s, qs)
 					ev, sh = checkRefs(t, s)
 					if ev != 0 || sh != 0 {
-						t.Fatalf("after draining: %d records, %d counts left", ev, sh)
+						t.Fatalf("after draining: %d events, %d counts left", ev, sh)
 					}
 				}
 				if err := s.Close(); err != nil {

@@ -7,18 +7,26 @@
 // Key layout (one byte of kind, then the rest):
 //
 //	m seq                 last sequence number handed out (8 bytes)
-//	e <seq>               an event record (event.AppendRecord)
-//	r <seq>               reference count of e<seq> when more than one queue holds it
-//	q <sub> 0x00 <seq>    the event <seq> waits in <sub>'s queue, not yet in a batch
-//	h <sub>               <sub>'s head: every q entry below it is batched
+//	q <sub> 0x00 <seq>    event <seq> of <sub>'s queue: the event's record
+//	                      (event.AppendRecord), or empty when several queues
+//	                      hold the event and its record is e <seq>
+//	h <sub>               <sub>'s head: every q entry below it is in a batch
+//	                      or a dead letter, and stays until that is released
+//	e <seq>               the record of an event several queues hold
+//	r <seq>               reference count of e<seq> while more than one queue holds it
 //	b <batch id>          a formed batch awaiting delivery
 //	x <batch id>          a dead-lettered batch
 //	p <sub>               <sub> is paused; the value says why
 //	d <event id>          dedup marker, expires after the dedup window
 //	z flush               written and dropped at once to flush the memtable (reclaim)
 //
-// An event is stored once however many subscribers it goes to; its record is
-// deleted when the last batch or dead letter holding it is gone.
+// An event of one subscriber costs three entries over its life: its queue
+// entry and dedup marker, then the entry's deletion once its batch is
+// delivered (or its dead letter dropped). An event several subscribers
+// receive is stored once however many they are; its record is deleted when
+// the last batch or dead letter holding it is gone. Stores written before
+// records moved into queue entries (every record an e key, every queue
+// entry deleted when its batch formed) are read and released the same way.
 package storage
 
 import (
@@ -182,7 +190,12 @@ func Open(opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	s.w = newWriter(s, seq, shared, memtable)
+	records, err := s.countKeys(kindEvent)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("cannot count event records: %w", err)
+	}
+	s.w = newWriter(s, seq, shared, records, memtable)
 	// The memtables' logs stay mapped whole: beyond them, 64 MiB for the
 	// program's own file-backed pages, the value log and the tables.
 	s.mappedBudget = 2*memtable + 64<<20
@@ -223,8 +236,8 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// MaxBatchEvents is the most events CreateBatches takes in one call (each
-// event is one queue entry to delete in its transaction).
+// MaxBatchEvents is the most events CreateBatches takes in one call, well
+// within one transaction (each batch's record grows with its events).
 func (s *Store) MaxBatchEvents() int { return int(s.w.maxCount) - 64 }
 
 // DiskBytes is the size of the data directory, refreshed every second.
@@ -260,19 +273,25 @@ func (s *Store) loadSeq() (uint64, error) {
 // countShared counts the stored reference counts: the events held by more
 // than one queue.
 func (s *Store) countShared() (int64, error) {
+	n, err := s.countKeys(kindRef)
+	if err != nil {
+		return 0, fmt.Errorf("cannot count shared events: %w", err)
+	}
+	return n, nil
+}
+
+// countKeys counts the keys beginning with prefix.
+func (s *Store) countKeys(prefix []byte) (int64, error) {
 	var n int64
 	err := s.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: kindRef})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			n++
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, fmt.Errorf("cannot count shared events: %w", err)
-	}
-	return n, nil
+	return n, err
 }
 
 // view runs fn in a read transaction, or fails with ErrClosed.

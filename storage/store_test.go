@@ -633,4 +633,6 @@ func TestQueueIDs(t *testing.T) {
 	want("a", "ab", "c")
 	mustBatch(t, c, "b_c", 1)
 	want("a", "ab")
+	mustBatch(t, ab, "b_ab", 1) // its entry, holding the record, stays below the head
+	want("a")
 }

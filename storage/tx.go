@@ -6,8 +6,8 @@ import "github.com/dgraph-io/badger/v4"
 // transaction the snapshot it began with, and the writer begins the next
 // transaction before it sends the commit before it (writer.send), so that
 // snapshot misses the commit in flight. The keys operations look up before
-// they write (dedup markers, batches, dead letters, reference counts) are
-// therefore read through tx, which lays the transaction's own writes of
+// they write (dedup markers, batches, dead letters, reference counts,
+// records stored apart) are therefore read through tx, which lays the transaction's own writes of
 // them (building) over those of the commit in flight (unseen) over the
 // snapshot.
 type tx struct {
@@ -26,7 +26,7 @@ type viewed struct {
 // lookedUp reports whether keys of k's kind are read inside the writer.
 func lookedUp(k []byte) bool {
 	switch k[0] {
-	case 'd', 'b', 'x', 'r':
+	case 'd', 'b', 'x', 'r', 'e':
 		return true
 	}
 	return false

@@ -79,6 +79,12 @@ type writer struct {
 	// leave it too high. Owned by run. At 0, releasing an event needs no
 	// look-up of its count (releaseLocked).
 	shared int64
+	// records is, in the same way, at least the number of event records
+	// stored apart from their queue entries (e keys): those of events held
+	// by several queues, and any written before records moved into queue
+	// entries. Counted at Open, up as they are written. At 0, releasing an
+	// event looks no record up.
+	records int64
 
 	tx           tx      // the open transaction (tx.txn nil when none)
 	pending      []*op   // applied to tx, answered once it is committed
@@ -99,7 +105,7 @@ type flight struct {
 	done chan error
 }
 
-func newWriter(s *Store, seq uint64, shared, memtable int64) *writer {
+func newWriter(s *Store, seq uint64, shared, records, memtable int64) *writer {
 	// Badger refuses a transaction of 15% of a memtable or of that many
 	// bytes divided by a skiplist node; stay at 80% of both.
 	maxBytes := memtable * 15 / 100
@@ -114,6 +120,7 @@ func newWriter(s *Store, seq uint64, shared, memtable int64) *writer {
 		committed: seq,
 		tx:        tx{building: view{}, unseen: view{}},
 		shared:    shared,
+		records:   records,
 	}
 }
 
@@ -374,13 +381,17 @@ func (w *writer) drop() {
 	}
 }
 
-// refsDeleted lowers shared by the n reference counts a committed
-// transaction deleted. Below zero the bound is lost (a count deleted that
-// was never counted): counts are looked up again until Open counts them.
-func (w *writer) refsDeleted(n int64) {
-	if w.shared -= n; w.shared < 0 {
+// deleted lowers shared and records by what a committed transaction
+// deleted. Below zero a bound is lost (something deleted that was never
+// counted): every release looks up again until Open counts anew.
+func (w *writer) deleted(f freed) {
+	if w.shared -= f.refs; w.shared < 0 {
 		w.s.log.Error().Int64("shared", w.shared).Msg("storage: reference counts miscounted; looking each up until restart")
 		w.shared = math.MaxInt64 / 2
+	}
+	if w.records -= f.records; w.records < 0 {
+		w.s.log.Error().Int64("records", w.records).Msg("storage: event records miscounted; looking each up until restart")
+		w.records = math.MaxInt64 / 2
 	}
 }
 
