@@ -8,20 +8,33 @@ import (
 )
 
 // CreateBatches stores bs, formed in order from the oldest events of q
-// (their Seqs, ascending, all above the queue's head), and takes their
+// (their Seqs, ascending, all at or above the queue's head), and takes their
 // events out of the queue, in one transaction: the queue's head moves past
-// them, and their entries stay, holding the records, until the batches are
-// released. From here on each batch keeps its id and contents across
-// restarts.
+// them, and their entries stay (holding the records of events of one queue)
+// until the batches are released. From here on each batch keeps its id and
+// contents across restarts.
 func (q *Queue) CreateBatches(bs []*Batch) error {
 	if len(bs) == 0 {
 		return nil
 	}
 	recs := make([][]byte, len(bs))
 	o := &op{urgent: true, bytes: entryCost(len(q.id)+1, 8), count: 1}
+	// The entries below the head belong to stored batches: a head moved
+	// back would queue them again, and a batch under another subscriber
+	// would release entries not its own.
+	prev := q.head.Load()
 	for i, b := range bs {
 		if len(b.Seqs) == 0 {
 			return errors.New("cannot store an empty batch")
+		}
+		if b.Subscriber != q.id {
+			return fmt.Errorf("batch %s of %q stored in queue %q", b.ID, b.Subscriber, q.id)
+		}
+		for _, seq := range b.Seqs {
+			if seq < prev {
+				return fmt.Errorf("batch %s: event %d is not queued in order above %d", b.ID, seq, prev)
+			}
+			prev = seq + 1
 		}
 		recs[i] = b.marshal(nil)
 		o.bytes += entryCost(len(b.ID)+1, len(recs[i]))

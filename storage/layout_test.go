@@ -217,3 +217,40 @@ func TestLayoutBefore(t *testing.T) {
 		t.Fatalf("writer counts %d shared and %d records stored apart, want 0", sh, rc)
 	}
 }
+
+// What the layout relies on is checked, not assumed: a batch is stored in
+// its own subscriber's queue, above the head (entries below it belong to
+// stored batches), and an event has a record (an empty entry would mean it
+// is stored apart).
+func TestLayoutRefusesMisuse(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	q, other := openQueue(t, s, "s"), openQueue(t, s, "t")
+	for _, rec := range []string{"r1", "r2", "r3"} {
+		appendTo(t, s, rec, q)
+	}
+	formBatch(t, q, "b1", 2)
+	for name, b := range map[string]*Batch{
+		"another subscriber's": {ID: "b2", Subscriber: "t", Seqs: []uint64{3}},
+		"below the head":       {ID: "b3", Subscriber: "s", Seqs: []uint64{2, 3}},
+		"out of order":         {ID: "b4", Subscriber: "s", Seqs: []uint64{4, 3}},
+	} {
+		if err := q.CreateBatch(b); err == nil {
+			t.Errorf("a batch %s was stored", name)
+		}
+	}
+	if err := s.Append([]AppendItem{{Record: nil, Queues: []*Queue{other}}}, make([]bool, 1)); err == nil {
+		t.Error("an event without a record was stored")
+	}
+	// Nothing of the refused calls was stored: b1 is the only batch, and
+	// event 3 is still queued.
+	if bs := keysOf(storedKeys(t, s), 'b'); !slices.Equal(bs, []string{"bb1"}) {
+		t.Fatalf("batches stored: %q, want only b1", bs)
+	}
+	var queued []uint64
+	if err := q.Read(0, 10, func(seq uint64, _ []byte) bool { queued = append(queued, seq); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(queued, []uint64{3}) || other.Depth() != 0 {
+		t.Fatalf("queued in s: %v (want [3]); depth of t %d (want 0)", queued, other.Depth())
+	}
+}

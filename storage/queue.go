@@ -18,8 +18,9 @@ type Queue struct {
 	notify chan struct{}
 
 	// head is the lowest sequence number that may still be queued: the
-	// entries below it belong to batches and dead letters (and hold their
-	// records until released), and reads Seek past them.
+	// entries below it belong to batches and dead letters, and stay
+	// (holding the records of events of one queue) until those are
+	// released; reads Seek past them.
 	head  atomic.Uint64
 	depth atomic.Int64 // events queued plus events in stored batches
 }
@@ -203,6 +204,10 @@ func (s *Store) Append(items []AppendItem, dup []bool) error {
 	keyBytes := 0
 	for i := range items {
 		it := &items[i]
+		if len(it.Record) == 0 || len(it.Queues) == 0 {
+			// An empty queue entry says the record is stored apart.
+			return errors.New("cannot store an event without a record or a queue")
+		}
 		bytes += entryCost(len(it.ID)+1, 0) + entryCost(9, 8)
 		count += 2
 		keyBytes += len(it.ID) + 1 + 9

@@ -176,8 +176,12 @@ func failingAck(t *testing.T, poison func(*tx) error) {
 		t.Fatal("the ack sharing the failed transaction succeeded: the test did not group them")
 	}
 	<-poisonErr
-	if got, refs := writerShared(t, s), storedRefs(t, s); got < refs {
-		t.Fatalf("shared = %d below the %d reference counts stored", got, refs)
+	sh, rc := writerCounts(t, s)
+	if refs := storedRefs(t, s); sh < refs {
+		t.Fatalf("shared = %d below the %d reference counts stored", sh, refs)
+	}
+	if recs, err := s.countKeys(kindEvent); err != nil || rc < recs {
+		t.Fatalf("records = %d below the %d records stored apart (%v)", rc, recs, err)
 	}
 	if err := s.Ack(ba); err != nil { // persist retries it
 		t.Fatal(err)
@@ -198,8 +202,8 @@ func TestSharedFailedCommit(t *testing.T) {
 
 // A random walk through every operation touching events (1..3 subscribers
 // per event, batches, acks, dead letters, replays, drops, splits, reopens),
-// checking after each step that shared is at least the number of reference
-// counts stored and that every stored batch and dead letter can be read.
+// checking after each step the layout's invariants and the writer's bounds
+// (checkRefs), and that every stored batch and dead letter can be read.
 func TestSharedRandomWalk(t *testing.T) {
 	for seed := range uint64(3) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomWalk(t, seed) })
@@ -297,8 +301,8 @@ func randomWalk(t *testing.T, seed uint64) {
 			}
 		case k < 94: // deliver everything: nothing is shared any more
 			drainAll(t, s, q)
-			if sh := writerShared(t, s); sh != 0 {
-				t.Fatalf("step %d: shared = %d with nothing stored", step, sh)
+			if sh, rc := writerCounts(t, s); sh != 0 || rc != 0 {
+				t.Fatalf("step %d: shared = %d, records = %d with nothing stored", step, sh, rc)
 			}
 			drains++
 		default: // reopen
@@ -308,9 +312,8 @@ func randomWalk(t *testing.T, seed uint64) {
 			s = openStore(t, dir)
 			q = qs()
 		}
-		if sh, refs := writerShared(t, s), storedRefs(t, s); sh < refs {
-			t.Fatalf("step %d: shared = %d below the %d reference counts stored", step, sh, refs)
-		}
+		// Nothing fails in the walk, so the writer's bounds stay exact.
+		checkRefs(t, s)
 		bs, _ := s.Batches()
 		dls, _ := s.DeadLetters("", 0)
 		for _, b := range slices.Concat(bs, dls) {

@@ -236,8 +236,9 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// MaxBatchEvents is the most events CreateBatches takes in one call, well
-// within one transaction (each batch's record grows with its events).
+// MaxBatchEvents bounds the events of the batches one CreateBatches call
+// stores. Forming costs an entry per batch; what must fit one transaction
+// is each batch's release later, up to two entries per event.
 func (s *Store) MaxBatchEvents() int { return int(s.w.maxCount) - 64 }
 
 // DiskBytes is the size of the data directory, refreshed every second.

@@ -7,9 +7,9 @@ import "github.com/dgraph-io/badger/v4"
 // transaction before it sends the commit before it (writer.send), so that
 // snapshot misses the commit in flight. The keys operations look up before
 // they write (dedup markers, batches, dead letters, reference counts,
-// records stored apart) are therefore read through tx, which lays the transaction's own writes of
-// them (building) over those of the commit in flight (unseen) over the
-// snapshot.
+// records stored apart) are therefore read through tx, which lays the
+// transaction's own writes of them (building) over those of the commit in
+// flight (unseen) over the snapshot.
 type tx struct {
 	txn              *badger.Txn
 	building, unseen view
