@@ -208,18 +208,19 @@ func (s *Store) Append(items []AppendItem, dup []bool) error {
 			// An empty queue entry says the record is stored apart.
 			return errors.New("cannot store an event without a record or a queue")
 		}
-		bytes += entryCost(len(it.ID)+1, 0) + entryCost(9, 8)
-		count += 2
-		keyBytes += len(it.ID) + 1 + 9
+		bytes += entryCost(len(it.ID)+1, 0) // dedup marker
+		count++
+		keyBytes += len(it.ID) + 1
 		if len(it.Queues) == 1 {
 			bytes += entryCost(len(it.Queues[0].prefix)+8, len(it.Record))
 			count++
 			keyBytes += len(it.Queues[0].prefix) + 8
 			continue
 		}
-		bytes += entryCost(9, len(it.Record))
-		count += 1 + int64(len(it.Queues))
-		keyBytes += 9 + 9
+		// The record, its count (and the count's value), empty entries.
+		bytes += entryCost(9, len(it.Record)) + entryCost(9, 8)
+		count += 2 + int64(len(it.Queues))
+		keyBytes += 9 + 9 + 8
 		for _, q := range it.Queues {
 			bytes += entryCost(len(q.prefix)+8, 0)
 			keyBytes += len(q.prefix) + 8
