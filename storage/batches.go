@@ -12,7 +12,9 @@ import (
 // events out of the queue, in one transaction: the queue's head moves past
 // them, and their entries stay (holding the records of events of one queue)
 // until the batches are released. From here on each batch keeps its id and
-// contents across restarts.
+// contents across restarts. Calls for one queue must not overlap (the relay
+// forms a queue's batches in one goroutine): each checks its events against
+// the head the last one left.
 func (q *Queue) CreateBatches(bs []*Batch) error {
 	if len(bs) == 0 {
 		return nil
@@ -21,11 +23,15 @@ func (q *Queue) CreateBatches(bs []*Batch) error {
 	o := &op{urgent: true, bytes: entryCost(len(q.id)+1, 8), count: 1}
 	// The entries below the head belong to stored batches: a head moved
 	// back would queue them again, and a batch under another subscriber
-	// would release entries not its own.
+	// would release entries not its own. Its release, later, must fit one
+	// transaction.
 	prev := q.head.Load()
 	for i, b := range bs {
 		if len(b.Seqs) == 0 {
 			return errors.New("cannot store an empty batch")
+		}
+		if r := releaseOp(b); r.count > q.s.w.maxCount || r.bytes > q.s.w.maxBytes {
+			return fmt.Errorf("batch %s: %d events are more than one transaction can release", b.ID, len(b.Seqs))
 		}
 		if b.Subscriber != q.id {
 			return fmt.Errorf("batch %s of %q stored in queue %q", b.ID, b.Subscriber, q.id)

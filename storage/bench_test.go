@@ -106,8 +106,8 @@ func BenchmarkAppendParallel(b *testing.B) {
 // 200,000, mostly in tables on disk, as a subscriber behind a backlog reads;
 // sparse, a queue that takes one event in 16 of the 800,000 stored; rare,
 // one in 300. The sparse and rare queue's events also go to the other
-// queue, so their records are stored apart, among the others', and found
-// with the record cursor (one record per block of it, or none).
+// queue, so their records are stored apart and found with the record
+// cursor: sixteen per block of it, or one or none.
 func BenchmarkQueueRead(b *testing.B) {
 	rec := benchRecord()
 	for _, c := range []struct {

@@ -229,10 +229,15 @@ func TestLayoutRefusesMisuse(t *testing.T) {
 		appendTo(t, s, rec, q)
 	}
 	formBatch(t, q, "b1", 2)
+	huge := make([]uint64, s.w.maxCount/2+1)
+	for i := range huge {
+		huge[i] = uint64(3 + i)
+	}
 	for name, b := range map[string]*Batch{
-		"another subscriber's": {ID: "b2", Subscriber: "t", Seqs: []uint64{3}},
-		"below the head":       {ID: "b3", Subscriber: "s", Seqs: []uint64{2, 3}},
-		"out of order":         {ID: "b4", Subscriber: "s", Seqs: []uint64{4, 3}},
+		"another subscriber's":         {ID: "b2", Subscriber: "t", Seqs: []uint64{3}},
+		"below the head":               {ID: "b3", Subscriber: "s", Seqs: []uint64{2, 3}},
+		"out of order":                 {ID: "b4", Subscriber: "s", Seqs: []uint64{4, 3}},
+		"too large to release at once": {ID: "b5", Subscriber: "s", Seqs: huge},
 	} {
 		if err := q.CreateBatch(b); err == nil {
 			t.Errorf("a batch %s was stored", name)

@@ -577,7 +577,7 @@ func checkRefs(t *testing.T, s *Store) (events, shared int) {
 		}
 	}
 	if sh, rc := writerCounts(t, s); sh != int64(len(refs)) || rc != int64(len(recs)) {
-		t.Fatalf("writer counts %d shared and %d records after reopen; stored: %d counts, %d records", sh, rc, len(refs), len(recs))
+		t.Fatalf("writer counts %d shared and %d records; stored: %d counts, %d records", sh, rc, len(refs), len(recs))
 	}
 	return len(holders), len(refs)
 }

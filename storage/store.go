@@ -237,8 +237,9 @@ func (s *Store) Close() error {
 }
 
 // MaxBatchEvents bounds the events of the batches one CreateBatches call
-// stores. Forming costs an entry per batch; what must fit one transaction
-// is each batch's release later, up to two entries per event.
+// stores (forming costs an entry per batch, so the bound is generous; each
+// batch's own release, up to two entries per event, must fit a
+// transaction, which CreateBatches checks).
 func (s *Store) MaxBatchEvents() int { return int(s.w.maxCount) - 64 }
 
 // DiskBytes is the size of the data directory, refreshed every second.
