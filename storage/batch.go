@@ -28,9 +28,14 @@ const batchVersion = 1
 var be = binary.BigEndian
 
 var (
-	seqKey   = []byte("mseq")
-	flushKey = []byte("zflush")
+	seqKey    = []byte("mseq")
+	layoutKey = []byte("mlayout")
+	flushKey  = []byte("zflush")
 )
+
+// layout is the version of the key layout (store.go) this build writes. It
+// reads every earlier one, and refuses a store of a later one.
+const layout = 2
 
 func eventKey(seq uint64) []byte { return be.AppendUint64([]byte{'e'}, seq) }
 func refKey(seq uint64) []byte   { return be.AppendUint64([]byte{'r'}, seq) }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/rs/zerolog"
 )
 
 // storedKeys lists every key in the store with its value, in key order.
@@ -157,6 +159,9 @@ func TestLayoutBefore(t *testing.T) {
 		set(append(queuePrefix("t"), be.AppendUint64(nil, 5)...), nil)
 		set(refKey(5), be.AppendUint64(nil, 2))
 		set(batchKey("b1"), b1.marshal(nil))
+		if err == nil {
+			err = txn.Delete(layoutKey) // written by no earlier build
+		}
 		return err
 	})
 	if err != nil {
@@ -167,6 +172,9 @@ func TestLayoutBefore(t *testing.T) {
 	}
 
 	s = openStore(t, dir)
+	if v := storedKeys(t, s)[string(layoutKey)]; len(v) != 8 || be.Uint64(v) != layout {
+		t.Fatalf("layout key %x after opening an earlier store, want %d", v, layout)
+	}
 	if sh, rc := writerCounts(t, s); sh != 1 || rc != 5 {
 		t.Fatalf("counted %d shared and %d records stored apart, want 1 and 5", sh, rc)
 	}
@@ -257,5 +265,47 @@ func TestLayoutRefusesMisuse(t *testing.T) {
 	}
 	if !slices.Equal(queued, []uint64{3}) || other.Depth() != 0 {
 		t.Fatalf("queued in s: %v (want [3]); depth of t %d (want 0)", queued, other.Depth())
+	}
+}
+
+// A store records the layout that wrote it, and a build refuses a store
+// of a later layout, which it could misread, with an error that says so.
+func TestLayoutVersion(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	if v := storedKeys(t, s)[string(layoutKey)]; len(v) != 8 || be.Uint64(v) != layout {
+		t.Fatalf("layout key %x, want %d", v, layout)
+	}
+	q := openQueue(t, s, "s")
+	appendTo(t, s, "r1", q)
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(layoutKey, be.AppendUint64(nil, layout+1)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(Options{Dir: dir, MaxRequestBytes: 1 << 20, Logger: zerolog.Nop()})
+	if err == nil || !strings.Contains(err.Error(), "newer hookbatch") {
+		t.Fatalf("Open of a later layout: %v, want a refusal", err)
+	}
+	// The refusal changed nothing: back at this layout, the event is there.
+	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).WithValueThreshold(valueThreshold))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(txn *badger.Txn) error { return txn.Set(layoutKey, be.AppendUint64(nil, layout)) })
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir)
+	var got []string
+	if err := openQueue(t, s, "s").Read(0, 10, func(_ uint64, rec []byte) bool { got = append(got, string(rec)); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []string{"r1"}) {
+		t.Fatalf("queue read %q after the refusal, want [r1]", got)
 	}
 }

@@ -7,6 +7,8 @@
 // Key layout (one byte of kind, then the rest):
 //
 //	m seq                 last sequence number handed out (8 bytes)
+//	m layout              the layout version that last wrote the store (8 bytes;
+//	                      absent before version 2, records in queue entries)
 //	q <sub> 0x00 <seq>    event <seq> of <sub>'s queue: the event's record
 //	                      (event.AppendRecord), or empty when several queues
 //	                      hold the event and its record is e <seq>
@@ -180,6 +182,10 @@ func Open(opts Options) (*Store, error) {
 		stop:     make(chan struct{}),
 		vlogFile: vlogFile,
 	}
+	if err := s.checkLayout(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	seq, err := s.loadSeq()
 	if err != nil {
 		_ = db.Close()
@@ -247,6 +253,41 @@ func (s *Store) DiskBytes() int64 { return s.diskBytes.Load() }
 
 // Full reports whether disk use is above the quota.
 func (s *Store) Full() bool { return s.full.Load() }
+
+// checkLayout refuses a store written by a later layout, which this build
+// could misread, and records that this build's layout writes it from now on.
+func (s *Store) checkLayout() error {
+	var stored uint64
+	err := s.view(func(txn *badger.Txn) error {
+		item, err := txn.Get(layoutKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("corrupt layout key: %d bytes", len(v))
+			}
+			stored = be.Uint64(v)
+			return nil
+		})
+	})
+	switch {
+	case err != nil:
+		return fmt.Errorf("cannot read the storage layout: %w", err)
+	case stored > layout:
+		return fmt.Errorf("the data directory %q was written by a newer hookbatch (storage layout %d; this build reads up to %d)", s.opts.Dir, stored, layout)
+	case stored == layout:
+		return nil
+	}
+	err = s.db.Update(func(txn *badger.Txn) error { return txn.Set(layoutKey, be.AppendUint64(nil, layout)) })
+	if err != nil {
+		return fmt.Errorf("cannot record the storage layout: %w", err)
+	}
+	return nil
+}
 
 func (s *Store) loadSeq() (uint64, error) {
 	var seq uint64
