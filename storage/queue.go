@@ -74,22 +74,11 @@ func (s *Store) Queue(id string) (*Queue, error) {
 // loadHead reads the head of queue id: every entry below it is in a batch
 // or a dead letter.
 func loadHead(txn *badger.Txn, id string) (uint64, error) {
-	item, err := txn.Get(headKey(id))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return 0, nil
-	}
+	head, err := getUint64(txn, headKey(id))
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("cannot read the head of queue %q: %w", id, err)
 	}
-	var head uint64
-	err = item.Value(func(v []byte) error {
-		if len(v) != 8 {
-			return fmt.Errorf("corrupt head of queue %q", id)
-		}
-		head = be.Uint64(v)
-		return nil
-	})
-	return head, err
+	return head, nil
 }
 
 // QueueIDs lists the subscribers with events queued (not yet in a batch),

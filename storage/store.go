@@ -258,21 +258,9 @@ func (s *Store) Full() bool { return s.full.Load() }
 // could misread, and records that this build's layout writes it from now on.
 func (s *Store) checkLayout() error {
 	var stored uint64
-	err := s.view(func(txn *badger.Txn) error {
-		item, err := txn.Get(layoutKey)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			if len(v) != 8 {
-				return fmt.Errorf("corrupt layout key: %d bytes", len(v))
-			}
-			stored = be.Uint64(v)
-			return nil
-		})
+	err := s.view(func(txn *badger.Txn) (err error) {
+		stored, err = getUint64(txn, layoutKey)
+		return err
 	})
 	switch {
 	case err != nil:
@@ -291,26 +279,34 @@ func (s *Store) checkLayout() error {
 
 func (s *Store) loadSeq() (uint64, error) {
 	var seq uint64
-	err := s.view(func(txn *badger.Txn) error {
-		item, err := txn.Get(seqKey)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			if len(v) != 8 {
-				return fmt.Errorf("corrupt sequence key: %d bytes", len(v))
-			}
-			seq = be.Uint64(v)
-			return nil
-		})
+	err := s.view(func(txn *badger.Txn) (err error) {
+		seq, err = getUint64(txn, seqKey)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("cannot read the sequence number: %w", err)
 	}
 	return seq, nil
+}
+
+// getUint64 reads a key holding one big-endian uint64; 0 when absent.
+func getUint64(txn *badger.Txn, key []byte) (uint64, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("corrupt key %q: %d bytes", key, len(v))
+		}
+		n = be.Uint64(v)
+		return nil
+	})
+	return n, err
 }
 
 // countShared counts the stored reference counts: the events held by more
