@@ -18,6 +18,7 @@ var (
 	latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 	e2eBuckets     = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600}
 	sizeBuckets    = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000}
+	commitBuckets  = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}
 )
 
 // relayMetrics are the relay-wide metrics of DESIGN §8, in a Set of the
@@ -27,6 +28,8 @@ type relayMetrics struct {
 	ingestCodes    sync.Map // status code -> *metrics.Counter
 	ingestDuration lazyHist
 	duplicates     *metrics.Counter
+	// Of each storage commit: its time and the operations sharing it.
+	commitTime, commitOps lazyHist
 
 	mu       sync.Mutex
 	inflight map[string]*atomic.Int64
@@ -49,6 +52,8 @@ func newRelayMetrics(r *Relay) *relayMetrics {
 	m := &relayMetrics{set: metrics.NewSet(), inflight: make(map[string]*atomic.Int64)}
 	m.ingestDuration = lazyHist{set: m.set, name: "hookbatch_ingest_duration_seconds", buckets: latencyBuckets}
 	m.duplicates = m.set.NewCounter("hookbatch_events_duplicate_total")
+	m.commitTime = lazyHist{set: m.set, name: "hookbatch_storage_commit_seconds", buckets: commitBuckets}
+	m.commitOps = lazyHist{set: m.set, name: "hookbatch_storage_commit_operations", buckets: sizeBuckets}
 	m.set.NewGauge("hookbatch_storage_bytes", func() float64 { return float64(r.store.DiskBytes()) })
 	for i, name := range limitNames {
 		m.limitWaits[i] = m.set.NewCounter(fmt.Sprintf(`hookbatch_limit_waits_total{limit=%q}`, name))
@@ -57,6 +62,12 @@ func newRelayMetrics(r *Relay) *relayMetrics {
 		m.ingestCounter(code)
 	}
 	return m
+}
+
+// committed observes one storage commit (storage.Options.OnCommit).
+func (m *relayMetrics) committed(took time.Duration, ops int) {
+	m.commitTime.Update(took.Seconds())
+	m.commitOps.Update(float64(ops))
 }
 
 func (m *relayMetrics) ingestCounter(code int) *metrics.Counter {

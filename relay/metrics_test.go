@@ -98,12 +98,26 @@ func TestMetricsContract(t *testing.T) {
 	if v := value("hookbatch_batches_flushed_total", L{"subscriber": "good", "reason": "wait"}); v < 1 {
 		t.Errorf("no batch flushed by wait: %v", v)
 	}
+	// Every commit is observed once in each. Their operations: the three
+	// requests stored (the duplicate's look-up too), a batch formed and
+	// acknowledged for "good" (one or two), one formed and dead-lettered
+	// for "bad".
+	commits := value("hookbatch_storage_commit_seconds", nil)
+	if n := value("hookbatch_storage_commit_operations", nil); commits < 1 || n != commits {
+		t.Errorf("%v commits timed, %v counted", commits, n)
+	}
+	for _, m := range fams["hookbatch_storage_commit_operations"].GetMetric() {
+		if ops := m.GetHistogram().GetSampleSum(); ops < 7 {
+			t.Errorf("commits held %v operations, want at least 7", ops)
+		}
+	}
 	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes"} {
 		if _, ok := fams[name]; !ok {
 			t.Errorf("runtime metric %s missing", name)
 		}
 	}
-	for _, name := range []string{"hookbatch_batch_events", "hookbatch_end_to_end_seconds", "hookbatch_delivery_duration_seconds", "hookbatch_ingest_duration_seconds"} {
+	for _, name := range []string{"hookbatch_batch_events", "hookbatch_end_to_end_seconds", "hookbatch_delivery_duration_seconds", "hookbatch_ingest_duration_seconds",
+		"hookbatch_storage_commit_seconds", "hookbatch_storage_commit_operations"} {
 		if fams[name].GetType() != dto.MetricType_HISTOGRAM {
 			t.Errorf("%s is %v, want a histogram", name, fams[name].GetType())
 		}

@@ -72,6 +72,14 @@ func New(cfg config.Config, log zerolog.Logger, version string) (*Relay, error) 
 	if err != nil {
 		return nil, err
 	}
+	r := &Relay{
+		cfg:     cfg,
+		log:     log,
+		version: version,
+		guard:   g,
+		byID:    make(map[string]*subscriber, len(cfg.Subscribers)),
+	}
+	r.metrics = newRelayMetrics(r)
 	store, err := storage.Open(storage.Options{
 		Dir:             cfg.DataDir,
 		SyncWrites:      cfg.Storage.SyncWrites,
@@ -84,20 +92,13 @@ func New(cfg config.Config, log zerolog.Logger, version string) (*Relay, error) 
 		// does not make valid requests too large.
 		MaxRequestEntries: cfg.Ingest.MaxEventsPerRequest * (3 + max(len(cfg.Subscribers), 8)),
 		Logger:            log,
+		OnCommit:          r.metrics.committed,
 	})
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{
-		cfg:     cfg,
-		log:     log,
-		version: version,
-		store:   store,
-		guard:   g,
-		byID:    make(map[string]*subscriber, len(cfg.Subscribers)),
-	}
+	r.store = store
 	r.life, r.stopLife = context.WithCancel(context.Background())
-	r.metrics = newRelayMetrics(r)
 	r.out = newOutbound(r)
 	if err := r.addSubscribers(); err != nil {
 		_ = store.Close()

@@ -85,6 +85,11 @@ type Options struct {
 	MaxRequestBytes   int
 	MaxRequestEntries int
 	Logger            zerolog.Logger
+	// OnCommit, if set, is told of every commit of the writer: how long
+	// Badger took to store it (its fsyncs included with SyncWrites) and how
+	// many operations (Appends, batch changes) shared it. It runs on the
+	// writer's path: it must be quick.
+	OnCommit func(took time.Duration, ops int)
 
 	// mappedBudget, for tests, replaces the file-backed RSS over which the
 	// store pages out its mapped files (pageOut); below zero: never.

@@ -344,11 +344,13 @@ func TestGroupCommit(t *testing.T) {
 		perG       = 20
 		nq         = 4
 	)
-	s := mustOpen(t, t.TempDir(), withSync, withDedup(time.Hour))
+	var cs commits
+	s := mustOpen(t, t.TempDir(), withSync, withDedup(time.Hour), cs.observe)
 	qs := make([]*storage.Queue, nq)
 	for i := range qs {
 		qs[i] = mustQueue(t, s, fmt.Sprintf("q%d", i))
 	}
+	cs.reset()
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for g := range goroutines {
@@ -375,6 +377,12 @@ func TestGroupCommit(t *testing.T) {
 	wg.Wait()
 	if t.Failed() {
 		return
+	}
+	// Each Append is one operation of exactly one commit, and 64 callers
+	// at once share commits: that is the point of the writer.
+	n, ops, most, _ := cs.get()
+	if ops != goroutines*perG || most < 2 || most > 256 {
+		t.Fatalf("%d commits reported %d operations, at most %d in one; want %d operations, shared", n, ops, most, goroutines*perG)
 	}
 
 	seen := make(map[string]int)
@@ -420,6 +428,64 @@ func TestGroupCommit(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// commits counts what Options.OnCommit reports.
+type commits struct {
+	mu           sync.Mutex
+	n, ops, most int
+	untimed      int // commits reported as taking no time
+}
+
+func (c *commits) observe(o *storage.Options) {
+	o.OnCommit = func(took time.Duration, ops int) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.n++
+		c.ops += ops
+		c.most = max(c.most, ops)
+		if took <= 0 {
+			c.untimed++
+		}
+	}
+}
+
+func (c *commits) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n, c.ops, c.most, c.untimed = 0, 0, 0, 0
+}
+
+func (c *commits) get() (n, ops, most, untimed int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n, c.ops, c.most, c.untimed
+}
+
+// TestOnCommit: one call at a time, each operation (an Append, a batch
+// formed, a batch acknowledged) is one commit of its own, reported once
+// and timed.
+func TestOnCommit(t *testing.T) {
+	var cs commits
+	s := mustOpen(t, t.TempDir(), withSync, cs.observe)
+	q := mustQueue(t, s, "a")
+	cs.reset()
+	mustAppend(t, s, item("e1", "1", q))
+	mustAppend(t, s, item("e2", "2", q), item("e3", "3", q))
+	evs := readQueue(t, q, 0)
+	b := &storage.Batch{ID: "b1", Subscriber: "a", Created: testRecv}
+	for _, e := range evs {
+		b.Seqs = append(b.Seqs, e.Seq)
+	}
+	if err := q.CreateBatch(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ack(b); err != nil {
+		t.Fatal(err)
+	}
+	if n, ops, most, untimed := cs.get(); n != 4 || ops != 4 || most != 1 || untimed != 0 {
+		t.Fatalf("%d commits of %d operations (at most %d in one, %d untimed), want 4 of 1 each, timed", n, ops, most, untimed)
 	}
 }
 

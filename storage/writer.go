@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4/skl"
 )
@@ -296,8 +297,12 @@ func (w *writer) send() {
 	entries := w.count
 	w.sent, w.flight = w.seq, f
 	w.pending, w.bytes, w.count = make([]*op, 0, len(f.ops)), 0, 0
-	hold := w.hold
+	hold, onCommit := w.hold, w.s.opts.OnCommit
+	start := time.Now()
 	report := func(err error) {
+		if onCommit != nil {
+			onCommit(time.Since(start), len(f.ops))
+		}
 		if hold != nil {
 			err = hold(err)
 		}
