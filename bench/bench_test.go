@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"encoding/xml"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/hookbatch/hookbatch/config"
 	"github.com/hookbatch/hookbatch/sink"
+	"github.com/valyala/fasthttp"
 )
 
 func TestHistQuantiles(t *testing.T) {
@@ -172,5 +174,44 @@ func TestPairRatio(t *testing.T) {
 	}
 	if got := median([]float64{3, 1, 2, 10}); got != 2.5 {
 		t.Errorf("median = %v, want 2.5", got)
+	}
+}
+
+// TestCommits reads a real relay's commits from its /metrics: each
+// single-event request, one after the other, is a commit of its own.
+func TestCommits(t *testing.T) {
+	e := &env{tmp: t.TempDir()}
+	h, err := e.startRelay(relayConfig("", true, subscriberConfig("s0", "http://127.0.0.1:9/hooks", 100, time.Hour)), modeInproc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := h.close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	before, err := h.commits()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.Header.SetMethod(fasthttp.MethodPost)
+		req.Header.SetContentType("application/json")
+		req.SetRequestURI("http://" + h.ingest + "/v1/events")
+		req.SetBodyString(fmt.Sprintf(`{"type":"t","data":%d}`, i))
+		if err := fasthttp.Do(req, resp); err != nil || resp.StatusCode() != fasthttp.StatusAccepted {
+			t.Fatalf("POST %d: %v, status %d %s", i, err, resp.StatusCode(), resp.Body())
+		}
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+	}
+	after, err := h.commits()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := after.since(before)
+	if c == nil || c.Count != 3 || c.OpsPerCommit != 1 || c.MeanMS <= 0 {
+		t.Fatalf("commits %+v, want 3 of one operation each, timed", c)
 	}
 }

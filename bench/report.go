@@ -57,7 +57,18 @@ type Measurement struct {
 	FirstDelivery   float64      `json:"first_delivery_s,omitempty"`
 	LoadPerSec      float64      `json:"load_events_per_s,omitempty"`
 	RSS             *RSS         `json:"rss,omitempty"`
-	Note            string       `json:"note,omitempty"`
+	// The relay's storage commits while the load ran (warm-up included),
+	// from its /metrics.
+	Commits *Commits `json:"commits,omitempty"`
+	Note    string   `json:"note,omitempty"`
+}
+
+// Commits sums up hookbatch_storage_commit_seconds and
+// hookbatch_storage_commit_operations over a stretch of a run.
+type Commits struct {
+	Count        int64   `json:"count"`
+	MeanMS       float64 `json:"mean_ms"`
+	OpsPerCommit float64 `json:"operations_per_commit"`
 }
 
 // RSS is the relay's memory as /proc/<pid>/status shows it, in KiB.

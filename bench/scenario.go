@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -161,6 +162,9 @@ func (e *env) record(m *Measurement) {
 		if m.AvgBatchEvents > 0 {
 			line += fmt.Sprintf(", %.1f events/batch", m.AvgBatchEvents)
 		}
+		if c := m.Commits; c != nil {
+			line += fmt.Sprintf(", commits of %.1f operations in %.2fms", c.OpsPerCommit, c.MeanMS)
+		}
 	}
 	if m.Errors > 0 {
 		line += fmt.Sprintf(", %d errors (first: %s)", m.Errors, m.FirstError)
@@ -223,7 +227,9 @@ func (e *env) ingestRun(sh shape, sync bool, subs, run int) {
 	a := newAcks(sh.conns)
 	newOp, closeConns := httpOps(h.ingest, "/v1/events", sh.conns, o.eventSize, sh.perReq > 1)
 	e.smp.begin(label, h.queueDepth)
+	c0, cerr := h.commits()
 	lr := runLoad(e.ctx, loadSpec{conns: sh.conns, perReq: sh.perReq, warmup: o.warmup, duration: o.duration, acks: a, ingested: &e.smp.ingested, newOp: newOp})
+	c1, cerr1 := h.commits()
 	closeConns()
 	d := awaitDelivery(e.ctx, a, trs, sinks, o.drainTimeout)
 	e.smp.end()
@@ -231,6 +237,11 @@ func (e *env) ingestRun(sh shape, sync bool, subs, run int) {
 	m.Relay, m.Conns, m.PerRequest, m.Sync, m.Subscribers = h.mode, sh.conns, sh.perReq, onOff(sync), subs
 	m.fromLoad(lr)
 	m.fromDelivery(d, sinks)
+	if err := cmp.Or(cerr, cerr1); err != nil {
+		e.progress("%s: cannot read the relay's commits: %v", label, err)
+	} else {
+		m.Commits = c1.since(c0)
+	}
 	if err := h.close(); err != nil {
 		m.Note = "relay close: " + err.Error()
 	}

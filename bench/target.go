@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -341,6 +343,45 @@ func adminDo(method, url string) ([]byte, error) {
 }
 
 // queueDepth sums queued_events over the relay's subscribers.
+// commitTotals are the relay's storage commits so far, as its /metrics
+// counts them: how many, their seconds and their operations.
+type commitTotals struct{ n, seconds, ops float64 }
+
+func (h *relayHandle) commits() (commitTotals, error) {
+	var c commitTotals
+	body, err := adminDo(fasthttp.MethodGet, "http://"+h.admin+"/metrics")
+	if err != nil {
+		return c, err
+	}
+	for line := range bytes.Lines(body) {
+		name, v, _ := bytes.Cut(bytes.TrimSpace(line), []byte(" "))
+		var dst *float64
+		switch string(name) {
+		case "hookbatch_storage_commit_seconds_count":
+			dst = &c.n
+		case "hookbatch_storage_commit_seconds_sum":
+			dst = &c.seconds
+		case "hookbatch_storage_commit_operations_sum":
+			dst = &c.ops
+		default:
+			continue
+		}
+		if *dst, err = strconv.ParseFloat(string(v), 64); err != nil {
+			return c, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return c, nil
+}
+
+// since sums up the commits between an earlier reading and c.
+func (c commitTotals) since(before commitTotals) *Commits {
+	n := c.n - before.n
+	if n <= 0 {
+		return nil
+	}
+	return &Commits{Count: int64(n), MeanMS: (c.seconds - before.seconds) / n * 1000, OpsPerCommit: (c.ops - before.ops) / n}
+}
+
 func (h *relayHandle) queueDepth() (int64, error) {
 	body, err := adminDo(fasthttp.MethodGet, "http://"+h.admin+"/v1/subscribers")
 	if err != nil {
