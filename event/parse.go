@@ -242,7 +242,10 @@ func fieldName(key []byte, esc bool) string {
 // strValue parses a string value for field name and returns its decoded
 // bytes: a subslice of the body, or a fresh copy when it had escapes.
 func (p *parser) strValue(idx int, name, msg string) ([]byte, error) {
-	if p.i >= len(p.b) || p.b[p.i] != '"' {
+	if p.i >= len(p.b) || !startsValue(p.b[p.i]) {
+		return nil, p.unexpected() // no value at all: the JSON is cut or broken
+	}
+	if p.b[p.i] != '"' {
 		return nil, &ParseError{Index: idx, Field: name, Msg: msg}
 	}
 	start := p.i + 1
@@ -255,6 +258,15 @@ func (p *parser) strValue(idx int, name, msg string) ([]byte, error) {
 		return raw, nil
 	}
 	return appendUnescaped(make([]byte, 0, len(raw)), raw), nil
+}
+
+// startsValue reports whether a JSON value can begin with c.
+func startsValue(c byte) bool {
+	switch c {
+	case '"', '{', '[', '-', 't', 'f', 'n':
+		return true
+	}
+	return '0' <= c && c <= '9'
 }
 
 // CheckID says what is wrong with id as an event id, or "" when nothing:

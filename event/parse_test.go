@@ -167,6 +167,12 @@ func TestParseErrors(t *testing.T) {
 	f(`[`+ok+` `+ok+`]`, -1, "", "unexpected character '{'")
 	f(`[`+ok+`}`, -1, "", "unexpected character '}'")
 	f("\v"+ok, -1, "", "unexpected byte 0x0b")
+	// Cut or broken where a field's value should start: the JSON, not the field.
+	f(`{"type":`, -1, "", "offset 8: unexpected end of input")
+	f(`{"type":"a","data":1,"id":`, -1, "", "unexpected end of input")
+	f(`{"type":"a","data":1,"timestamp": `, -1, "", "unexpected end of input")
+	f(`{"type":]`, -1, "", "unexpected character ']'")
+	f(`{"type":}`, -1, "", "unexpected character '}'")
 
 	// Array elements.
 	f(`[1]`, 0, "", "event 0: must be a JSON object")
