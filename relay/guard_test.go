@@ -596,6 +596,28 @@ func TestGuardOversizedRequests(t *testing.T) {
 	checkStored(t, r, s, 1)
 }
 
+// TestClientErrorsLoggedAtDebug: fasthttp's line for a connection's error
+// (here a body over the limit, answered 413) is logged at debug level, not
+// as a warning a client could repeat at will.
+func TestClientErrorsLoggedAtDebug(t *testing.T) {
+	s := startSink(t, sink.Options{})
+	cfg := testConfig(t, sub("s", s.URL(), 100, 20*time.Millisecond))
+	cfg.Ingest.MaxBodyBytes = 4096
+	var logs syncBuffer
+	r := openRelay(t, cfg, zerolog.New(&logs).Level(zerolog.DebugLevel))
+	defer stopRelay(t, r)
+	large := `{"type":"t","data":"` + strings.Repeat("x", 5000) + `"}`
+	if status, resp := post(t, "http://"+r.IngestAddr()+"/v1/events", large); status != fasthttp.StatusRequestEntityTooLarge {
+		t.Fatalf("5 KB body: status %d, want 413: %s", status, resp)
+	}
+	waitFor(t, 5*time.Second, "fasthttp's line", func() bool { return strings.Contains(logs.String(), "body size exceeds") })
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, `"component":"fasthttp"`) && !strings.Contains(line, `"level":"debug"`) {
+			t.Errorf("logged above debug: %s", line)
+		}
+	}
+}
+
 // TestKeyRotation delivers with secret A while B is a previous secret, and
 // checks a receiver that knows only A and one that knows only B both accept.
 func TestKeyRotation(t *testing.T) {

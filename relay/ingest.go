@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -305,5 +306,12 @@ func isJSON(ct []byte) bool {
 type fasthttpLogger struct{ l zerolog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Warn().Str("component", "fasthttp").Msgf(format, args...)
+	// A connection's error (a body over the limit, malformed HTTP) is its
+	// client's doing, already answered and counted: a warning each would
+	// let clients flood the log.
+	level := zerolog.WarnLevel
+	if strings.HasPrefix(format, "error when serving connection") {
+		level = zerolog.DebugLevel
+	}
+	f.l.WithLevel(level).Str("component", "fasthttp").Msgf(format, args...)
 }
