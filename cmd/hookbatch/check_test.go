@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -35,4 +37,43 @@ func TestCheck(t *testing.T) {
 	f(nil, "", 2, "required")
 	f([]string{"-config", bad}, "", 1, "listen:", "foo: unknown key", "subscribers[0].id", "subscribers[0].url")
 	f([]string{"-config", filepath.Join(dir, "missing.yaml")}, "", 1, "missing.yaml")
+	// Warnings come with the problems, not only once they are fixed.
+	warned := filepath.Join(dir, "warned.yaml")
+	if err := os.WriteFile(warned, []byte("storage: {max_disk_bytes: 1MiB}\nfoo: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f([]string{"-config", warned}, "", 1, "foo: unknown key", "warning: storage.max_disk_bytes", "1 problem(s)")
+	f([]string{"-h"}, "", 0, "usage: hookbatch check -config FILE", "-config")
+	f([]string{"-nosuch"}, "", 2, "usage: hookbatch check")
+}
+
+// TestCommandsHelp: every command answers -h with its usage and exit 0,
+// and serve names a bad config file once, with its problems, and exits 1.
+func TestCommandsHelp(t *testing.T) {
+	run := func(args string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "HOOKBATCH_TEST_ARGS="+args)
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return string(out), exit.ExitCode()
+		} else if err != nil {
+			t.Fatalf("%s: %v", args, err)
+		}
+		return string(out), 0
+	}
+	for _, c := range []string{"serve", "check", "sink", "send", "demo"} {
+		if out, code := run(c + " -h"); code != 0 || !strings.HasPrefix(out, "usage: hookbatch "+c) {
+			t.Errorf("%s -h: exit %d, output:\n%s", c, code, out)
+		}
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("listen: nowhere\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code := run("serve -config " + bad)
+	if code != 1 || strings.Count(out, "invalid config") != 1 || !strings.Contains(out, bad) || !strings.Contains(out, "listen:") {
+		t.Errorf("serve with a bad config: exit %d, output:\n%s", code, out)
+	}
 }

@@ -29,8 +29,9 @@ func demo(args []string) int {
 	total := fset.Int("events", 20000, "events to send")
 	rate := fset.Int("rate", 5000, "events per second offered")
 	perReq := fset.Int("batch", 10, "events per ingest request")
-	if err := fset.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fset, args, os.Stderr, "demo [flags]",
+		"A relay, a sink and a producer in one process, shown live, then a summary."); done {
+		return code
 	}
 	if *total < 1 || *rate < 1 || *perReq < 1 {
 		fmt.Fprintln(os.Stderr, "hookbatch demo: -events, -rate and -batch must be at least 1")

@@ -3,6 +3,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -53,6 +55,24 @@ func main() {
 		code = 2
 	}
 	os.Exit(code)
+}
+
+// parseFlags parses a command's flags, writing to out a usage that starts
+// with synopsis and about. done says the command must not run, with the
+// exit code: 0 after -h, 2 after bad flags.
+func parseFlags(fset *flag.FlagSet, args []string, out io.Writer, synopsis, about string) (code int, done bool) {
+	fset.SetOutput(out)
+	fset.Usage = func() {
+		fmt.Fprintf(out, "usage: hookbatch %s\n\n%s\n\n", synopsis, about)
+		fset.PrintDefaults()
+	}
+	if err := fset.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, true
+		}
+		return 2, true
+	}
+	return 0, false
 }
 
 // newLogger returns the process logger for level (debug|info|warn|error)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -37,11 +36,6 @@ const sendPlaceholder = "{{i}}"
 // any request failed or ctx ended first, else 0.
 func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fset := flag.NewFlagSet("send", flag.ContinueOnError)
-	fset.SetOutput(stderr)
-	fset.Usage = func() {
-		fmt.Fprint(stderr, "usage: hookbatch send -type T [flags]\n\nPost events to a relay's ingest API and report what it answered.\n\n")
-		fset.PrintDefaults()
-	}
 	url := fset.String("url", "http://127.0.0.1:8080/v1/events", "ingest `URL`")
 	typ := fset.String("type", "", "event `type` (required)")
 	data := fset.String("data", "{}", "event data, a `JSON` value; "+sendPlaceholder+" in it is replaced by the event number (1 to -n)")
@@ -50,11 +44,8 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	conc := fset.Int("c", 1, "requests in flight")
 	token := fset.String("token", "", "bearer `token` for the Authorization header")
 	timeout := fset.Duration("timeout", 10*time.Second, "timeout of each request")
-	if err := fset.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, done := parseFlags(fset, args, stderr, "send -type T [flags]", "Post events to a relay's ingest API and report what it answered."); done {
+		return code
 	}
 
 	var problems []string

@@ -60,14 +60,14 @@ func reload(r *relay.Relay, path string, log zerolog.Logger) {
 
 func serve(args []string) int {
 	fset := flag.NewFlagSet("serve", flag.ContinueOnError)
-	cfgFlag := fset.String("config", "", "config file")
-	if err := fset.Parse(args); err != nil {
-		return 2
+	cfgFlag := fset.String("config", "", "config `file` (default $HOOKBATCH_CONFIG, else ./hookbatch.yaml if present, else built-in defaults)")
+	if code, done := parseFlags(fset, args, os.Stderr, "serve [-config FILE]", "Run the relay."); done {
+		return code
 	}
 	path := configPath(*cfgFlag)
 	cfg, err := loadConfig(path)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "hookbatch: invalid config %s:\n%v\n", path, err)
+		fmt.Fprintf(os.Stderr, "hookbatch: %v\n", err) // names the file
 		return 1
 	}
 	log := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
@@ -100,7 +100,7 @@ func serve(args []string) int {
 			reload(r, path, log)
 		}
 	}
-	log.Info().Str("signal", sig.String()).Dur("shutdown_timeout", cfg.ShutdownTimeout).Msg("shutting down")
+	log.Info().Str("signal", sig.String()).Str("shutdown_timeout", cfg.ShutdownTimeout.String()).Msg("shutting down")
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := r.Close(ctx); err != nil && !errors.Is(err, fs.ErrClosed) {

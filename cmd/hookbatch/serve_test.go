@@ -284,6 +284,9 @@ func TestSIGTERMExitsCleanly(t *testing.T) {
 	if run.exit != nil {
 		t.Fatalf("SIGTERM: exit %v, want 0\n%s", run.exit, run.log)
 	}
+	if !strings.Contains(run.log, `"shutdown_timeout":"20s"`) { // a duration, as everywhere in the log
+		t.Errorf("no shutdown line with its timeout as a duration:\n%s", run.log)
+	}
 	startServe(t, run.cfgPath)
 	checkDelivered(t, run.sink, run.acked)
 }

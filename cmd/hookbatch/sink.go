@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,13 +27,6 @@ func sink(args []string) int {
 // listens.
 func runSink(ctx context.Context, args []string, stdout, stderr io.Writer, started func(*hooksink.Sink)) int {
 	fset := flag.NewFlagSet("sink", flag.ContinueOnError)
-	fset.SetOutput(stderr)
-	fset.Usage = func() {
-		fmt.Fprint(stderr, "usage: hookbatch sink [flags]\n\n"+
-			"A test subscriber: verifies signatures, counts batches and events, prints one line per batch.\n"+
-			"Deliveries: POST to any path (configure http://ADDR/hooks). Also GET /history, GET /stats, POST /clear.\n\n")
-		fset.PrintDefaults()
-	}
 	listen := fset.String("listen", "127.0.0.1:9090", "`address` to listen on")
 	var secrets secretList
 	fset.Var(&secrets, "secret", "signing `secret` deliveries must verify with; repeatable or comma-separated (default $HOOKBATCH_SINK_SECRET; none: signatures are not checked)")
@@ -43,11 +35,10 @@ func runSink(ctx context.Context, args []string, stdout, stderr io.Writer, start
 	delay := fset.Duration("delay", 0, "answer every delivery after this `duration`")
 	history := fset.Int("history", hooksink.DefaultHistory, "deliveries kept for GET /history")
 	quiet := fset.Bool("quiet", false, "print no line per batch, only the summary")
-	if err := fset.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, done := parseFlags(fset, args, stderr, "sink [flags]",
+		"A test subscriber: verifies signatures, counts batches and events, prints one line per batch.\n"+
+			"Deliveries: POST to any path (configure http://ADDR/hooks). Also GET /history, GET /stats, POST /clear."); done {
+		return code
 	}
 	if len(secrets) == 0 {
 		_ = secrets.Set(os.Getenv("HOOKBATCH_SINK_SECRET"))
