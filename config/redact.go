@@ -25,7 +25,7 @@ func (c Config) Redacted() Config {
 	c.Subscribers = slices.Clone(c.Subscribers)
 	for i := range c.Subscribers {
 		s := &c.Subscribers[i]
-		s.URL = redactURL(s.URL)
+		s.URL = RedactURL(s.URL)
 		s.Secret = redact(s.Secret)
 		s.PreviousSecrets = redactAll(s.PreviousSecrets)
 		s.EventTypes = slices.Clone(s.EventTypes)
@@ -55,10 +55,10 @@ func redactAll(secrets []string) []string {
 	return out
 }
 
-// redactURL hides the password and credential-like query parameters of
+// RedactURL hides the password and credential-like query parameters of
 // rawURL. A URL that does not parse is returned as it is: Validate has
 // rejected it.
-func redactURL(rawURL string) string {
+func RedactURL(rawURL string) string {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return rawURL

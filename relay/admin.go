@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hookbatch/hookbatch/config"
 	"github.com/hookbatch/hookbatch/event"
 	"github.com/hookbatch/hookbatch/storage"
 	"github.com/valyala/fasthttp"
@@ -244,7 +245,7 @@ func (r *Relay) replay(id string) error {
 		return err
 	}
 	s.dead.Add(-1)
-	return r.deliverReplayed(s.cfg.ID, []string{id})
+	return r.deliverStored(s.cfg.ID, []string{id})
 }
 
 // replayAll puts every dead letter of s back into delivery, a page at a
@@ -255,13 +256,13 @@ func (r *Relay) replayAll(s *subscriber) ([]string, error) {
 		page, err := r.store.DeadLetters(s.cfg.ID, 100)
 		if err != nil || len(page) == 0 {
 			if len(ids) > 0 {
-				err = errors.Join(err, r.deliverReplayed(s.cfg.ID, ids))
+				err = errors.Join(err, r.deliverStored(s.cfg.ID, ids))
 			}
 			return ids, err
 		}
 		for _, dl := range page {
 			if _, err := r.store.Replay(dl.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
-				return ids, errors.Join(err, r.deliverReplayed(s.cfg.ID, ids))
+				return ids, errors.Join(err, r.deliverStored(s.cfg.ID, ids))
 			}
 			s.dead.Add(-1)
 			ids = append(ids, dl.ID)
@@ -269,11 +270,14 @@ func (r *Relay) replayAll(s *subscriber) ([]string, error) {
 	}
 }
 
-// deliverReplayed hands replayed batches, now stored as pending, to their
+// deliverStored hands stored batches (replayed dead letters, or a batch
+// whose dispatch was refused while another goroutine held it) to their
 // subscriber one at a time as its window allows, from one goroutine, so a
-// replay of many holds no more than the window in memory. If shutdown
-// comes first they stay stored and are delivered after the restart.
-func (r *Relay) deliverReplayed(sub string, ids []string) error {
+// replay of many holds no more than the window in memory. A batch no
+// longer pending (delivered or dead-lettered meanwhile) is skipped. If
+// shutdown comes first they stay stored and are delivered after the
+// restart.
+func (r *Relay) deliverStored(sub string, ids []string) error {
 	r.bgMu.Lock()
 	if r.closing.Load() {
 		r.bgMu.Unlock()
@@ -288,10 +292,13 @@ func (r *Relay) deliverReplayed(sub string, ids []string) error {
 			if s == nil || !s.acquire() {
 				return
 			}
-			b, err := r.store.GetBatch(id)
-			if err != nil { // delivered meanwhile (a reload recovered it), or storage failing
+			b, stopped := s.readStored(id, "cannot read a replayed batch")
+			if b == nil {
 				<-s.window
-				continue
+				if stopped {
+					return // it stays stored: the subscriber's successor or the restart delivers it
+				}
+				continue // delivered or dead-lettered meanwhile
 			}
 			s.dispatch(b, nil)
 		}
@@ -324,7 +331,7 @@ func (s *subscriber) view() subscriberView {
 	s.mu.Unlock()
 	return subscriberView{
 		ID:                s.cfg.ID,
-		URL:               s.cfg.URL,
+		URL:               config.RedactURL(s.cfg.URL), // as the log shows it: no credentials
 		QueuedEvents:      s.q.Depth(),
 		InFlightBatches:   inflight,
 		OldestEventAge:    s.oldestAge(time.Now()).Seconds(),

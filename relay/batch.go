@@ -284,6 +284,9 @@ func (s *subscriber) park(id string, wait time.Duration) bool {
 	if s.parkStopped || s.draining.Load() {
 		return false
 	}
+	if _, ok := s.parked[id]; ok {
+		return true // already waiting there (it was handed over twice): its timer delivers it
+	}
 	if len(s.parked) >= cap(s.window) {
 		s.r.metrics.limitWaits[limitRetryLane].Inc()
 		return false
@@ -344,15 +347,21 @@ func (s *subscriber) redeliver(id string) {
 	if !s.acquire() {
 		return
 	}
-	b, err := s.r.store.GetBatch(id)
-	if err != nil {
+	if b, _ := s.readStored(id, "cannot read a batch due for retry"); b != nil {
+		s.dispatch(b, nil)
+	} else {
 		<-s.window
-		if !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrClosed) {
-			s.logFailure(s.log.Error().Err(err).Str("batch_id", id), "cannot read a batch due for retry")
-		}
-		return
 	}
-	s.dispatch(b, nil)
+}
+
+// readStored reads pending batch id, retrying while storage fails (see
+// persist): nil when it is no longer pending (delivered or dead-lettered
+// meanwhile), and stopped at shutdown.
+func (s *subscriber) readStored(id, what string) (b *storage.Batch, stopped bool) {
+	if !s.persist(id, what, func() (err error) { b, err = s.r.store.GetBatch(id); return err }) {
+		return nil, true
+	}
+	return b, false
 }
 
 // stopParked cancels every parked batch's timer (they stay stored). After

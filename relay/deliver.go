@@ -106,25 +106,39 @@ func (o *outbound) host(addr string) *host {
 
 // allow reports whether a request may go to the host now; when not, wait is
 // how long until it may be asked again. After open_duration one request
-// (the probe) is let through in the half-open state.
-func (h *host) allow(now time.Time, openFor time.Duration) (ok bool, wait time.Duration) {
+// (the probe) is let through in the half-open state: probe says this is
+// it, and it must report its outcome, or abandon it if it is not sent.
+func (h *host) allow(now time.Time, openFor time.Duration) (ok, probe bool, wait time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch h.state {
 	case circuitClosed:
-		return true, 0
+		return true, false, 0
 	case circuitOpen:
 		if left := openFor - now.Sub(h.openedAt); left > 0 {
-			return false, left
+			return false, false, left
 		}
 		h.state, h.probing = circuitHalfOpen, true
-		return true, 0
+		return true, true, 0
 	}
 	if !h.probing {
 		h.probing = true
-		return true, 0
+		return true, true, 0
 	}
-	return false, 100 * time.Millisecond
+	return false, false, 100 * time.Millisecond
+}
+
+// abandon gives the probe back unsent (its subscriber stopped while it
+// waited for a slot), so that another request may probe the host.
+func (h *host) abandon(probe bool) {
+	if !probe {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.state == circuitHalfOpen {
+		h.probing = false
+	}
 }
 
 // report feeds an attempt's outcome to the breaker: threshold consecutive
@@ -154,16 +168,19 @@ func (h *host) circuit() circuitState {
 // while it waited for a slot.
 func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res result, ok bool, wait time.Duration) {
 	cb := &o.r.cfg.Delivery.CircuitBreaker
-	if ok, wait := s.host.allow(time.Now(), cb.OpenDuration); !ok {
+	ok, probe, wait := s.host.allow(time.Now(), cb.OpenDuration)
+	if !ok {
 		return result{}, false, wait
 	}
 	// The host's slot first: a batch waiting for a slow host must not hold
 	// one of the global slots other hosts need.
 	if !take(s.host.sem, s.life, o.r.metrics.limitWaits[limitHost]) {
+		s.host.abandon(probe)
 		return result{}, false, 0
 	}
 	if !take(o.global, s.life, o.r.metrics.limitWaits[limitGlobal]) {
 		<-s.host.sem
+		s.host.abandon(probe)
 		return result{}, false, 0
 	}
 	b.Attempts++

@@ -50,8 +50,16 @@ type Relay struct {
 	// bgMu orders the start of background deliveries (replays) with Close:
 	// none starts once closing is set.
 	bgMu sync.Mutex
-	// claims holds the ids of the batches being delivered.
-	claims sync.Map
+	// claims holds the ids of the batches being delivered, each true once
+	// a dispatch of it was turned away meanwhile (claim, unclaim).
+	claimMu sync.Mutex
+	claims  map[string]bool
+
+	// dead counts the dead letters stored per subscriber id: read from
+	// storage at start, then kept by whichever subscriber of that id
+	// stores, replays or drops one, so a reload cannot lose a change.
+	deadMu sync.Mutex
+	dead   map[string]*atomic.Int64
 
 	// life ends when shutdown begins: loops stop forming batches and
 	// deliveries stop waiting for their next attempt.
@@ -78,6 +86,8 @@ func New(cfg config.Config, log zerolog.Logger, version string) (*Relay, error) 
 		version: version,
 		guard:   g,
 		byID:    make(map[string]*subscriber, len(cfg.Subscribers)),
+		claims:  make(map[string]bool),
+		dead:    make(map[string]*atomic.Int64),
 	}
 	r.metrics = newRelayMetrics(r)
 	store, err := storage.Open(storage.Options{
@@ -158,10 +168,9 @@ func (r *Relay) subscribers() []*subscriber {
 }
 
 // stored is what storage holds about subscribers, read at start and at
-// each reload: pauses, dead-letter counts and batches awaiting delivery.
+// each reload: pauses and batches awaiting delivery.
 type stored struct {
 	paused  map[string]string
-	dead    map[string]int
 	batches map[string][]*storage.Batch
 	total   int // batches awaiting delivery
 }
@@ -170,9 +179,6 @@ func (r *Relay) loadStored() (stored, error) {
 	var st stored
 	var err error
 	if st.paused, err = r.store.Paused(); err != nil {
-		return st, err
-	}
-	if st.dead, err = r.store.DeadLetterCounts(); err != nil {
 		return st, err
 	}
 	pending, err := r.store.Batches()
@@ -187,15 +193,33 @@ func (r *Relay) loadStored() (stored, error) {
 	return st, nil
 }
 
-// restore gives s its stored pause and dead-letter count.
+// restore gives s its stored pause.
 func (st stored) restore(s *subscriber) {
 	if reason, ok := st.paused[s.cfg.ID]; ok {
 		s.setPausedLocked(reason)
 	}
-	s.dead.Store(int64(st.dead[s.cfg.ID]))
+}
+
+// deadCounter returns the dead-letter count of subscriber id.
+func (r *Relay) deadCounter(id string) *atomic.Int64 {
+	r.deadMu.Lock()
+	defer r.deadMu.Unlock()
+	c := r.dead[id]
+	if c == nil {
+		c = new(atomic.Int64)
+		r.dead[id] = c
+	}
+	return c
 }
 
 func (r *Relay) addSubscribers() error {
+	dead, err := r.store.DeadLetterCounts()
+	if err != nil {
+		return err
+	}
+	for id, n := range dead {
+		r.deadCounter(id).Store(int64(n))
+	}
 	st, err := r.loadStored()
 	if err != nil {
 		return err

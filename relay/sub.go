@@ -41,8 +41,8 @@ type subscriber struct {
 	draining  atomic.Bool // removed by a reload: delivers its backlog, takes no new events
 	drainable atomic.Bool // draining, and no ingest request can reach its queue any more
 
-	inflight atomic.Int64 // requests in flight
-	dead     atomic.Int64 // dead letters stored
+	inflight atomic.Int64  // requests in flight
+	dead     *atomic.Int64 // dead letters stored: the relay's count for this id (deadCounter)
 	// notBefore holds every attempt back until then (unix nanos): set by a
 	// Retry-After on 429 or 503.
 	notBefore atomic.Int64
@@ -96,6 +96,7 @@ func newSubscriber(r *Relay, cfg config.Subscriber) (*subscriber, error) {
 		pending: make(map[string]int64),
 		parked:  make(map[string]parked),
 	}
+	s.dead = r.deadCounter(cfg.ID)
 	s.life, s.stop = context.WithCancel(r.life)
 	s.metrics = newSubMetrics(r.metrics, s)
 	return s, nil
@@ -357,10 +358,10 @@ func (s *subscriber) store(formed []formedBatch) bool {
 
 // dispatch delivers b in its own goroutine, which returns the window token
 // when b is finished. held may be nil: the body is then read from storage.
-// A batch another goroutine is already delivering (a replay racing a
-// reload's recovery) is not delivered twice at once.
+// A batch another goroutine is already delivering is not delivered twice
+// at once: that goroutine looks at it again when it is done (unclaim).
 func (s *subscriber) dispatch(b *storage.Batch, held *heldBody) {
-	if _, busy := s.r.claims.LoadOrStore(b.ID, struct{}{}); busy {
+	if !s.r.claim(b.ID) {
 		<-s.window
 		return
 	}
@@ -369,10 +370,39 @@ func (s *subscriber) dispatch(b *storage.Batch, held *heldBody) {
 	go func() {
 		defer s.r.deliver.Done()
 		defer s.active.Done()
-		defer s.r.claims.Delete(b.ID)
+		defer s.r.unclaim(b.ID, s.cfg.ID)
 		defer func() { <-s.window }()
 		s.deliver(b, held)
 	}()
+}
+
+// claim marks batch id as being delivered, or reports false when it
+// already is. The goroutine holding it may be finishing with it just as
+// the batch was given back (a dead letter replayed, a parked batch
+// unparked): so the refusal is noted for unclaim.
+func (r *Relay) claim(id string) bool {
+	r.claimMu.Lock()
+	defer r.claimMu.Unlock()
+	if _, busy := r.claims[id]; busy {
+		r.claims[id] = true
+		return false
+	}
+	r.claims[id] = false
+	return true
+}
+
+// unclaim ends the delivery of batch id of subscriber sub. If a dispatch
+// of it was refused meanwhile, the batch is read again and, if it is still
+// pending, delivered by the subscriber in force; at shutdown it stays
+// stored for the restart.
+func (r *Relay) unclaim(id, sub string) {
+	r.claimMu.Lock()
+	again := r.claims[id]
+	delete(r.claims, id)
+	r.claimMu.Unlock()
+	if again {
+		_ = r.deliverStored(sub, []string{id})
+	}
 }
 
 // pauseFor waits d, or reports false at shutdown.

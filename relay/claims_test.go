@@ -1,0 +1,217 @@
+package relay
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hookbatch/hookbatch/config"
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+)
+
+// gateWriter is a log destination that holds the first line containing
+// match until release is closed, closing hit when it gets there: the
+// goroutine logging it is held at that point.
+type gateWriter struct {
+	match   []byte
+	hit     chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (g *gateWriter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, g.match) {
+		first := false
+		g.once.Do(func() { first = true; close(g.hit) })
+		if first {
+			<-g.release
+		}
+	}
+	return len(p), nil
+}
+
+// refusedAgain reports whether a dispatch of batch id was refused while
+// it was claimed.
+func (r *Relay) refusedAgain(id string) bool {
+	r.claimMu.Lock()
+	defer r.claimMu.Unlock()
+	return r.claims[id]
+}
+
+// TestReplayWhileDeadLettering replays a dead letter while the goroutine
+// that dead-lettered it has not finished (held in its log line, still
+// claiming the batch): the replay's dispatch is refused, and the batch is
+// delivered once that goroutine is done, not left stored with nobody to
+// carry it.
+func TestReplayWhileDeadLettering(t *testing.T) {
+	var calls, ok atomic.Int64
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if calls.Add(1) == 1 {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest) // permanent: dead letter
+			return
+		}
+		ok.Add(1)
+	}}
+	addr := metricsTestServer(t, srv)
+	g := &gateWriter{match: []byte("batch dead-lettered"), hit: make(chan struct{}), release: make(chan struct{})}
+	r := openRelay(t, testConfig(t, sub("a", "http://"+addr+"/hooks", 10, 5*time.Millisecond)), zerolog.New(g))
+	defer stopRelay(t, r)
+	defer func() {
+		select {
+		case <-g.release:
+		default:
+			close(g.release)
+		}
+	}()
+
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
+	select {
+	case <-g.hit:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no dead letter")
+	}
+	dls, err := r.store.DeadLetters("a", 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("dead letters: %v, %v", dls, err)
+	}
+	id := dls[0].ID
+	if st, body := post(t, "http://"+r.AdminAddr()+"/v1/dead-letters/"+id+"/replay", ""); st != fasthttp.StatusOK {
+		t.Fatalf("replay: %d %s", st, body)
+	}
+	waitFor(t, 5*time.Second, "the replay's dispatch refused", func() bool { return r.refusedAgain(id) })
+	close(g.release)
+	waitFor(t, 10*time.Second, "the replayed batch delivered", func() bool { return ok.Load() == 1 })
+	waitFor(t, 5*time.Second, "no batch left", func() bool { bs, err := r.store.Batches(); return err == nil && len(bs) == 0 })
+	if v := r.subscriber("a").view(); v.DeadLetterBatches != 0 || v.InFlightBatches != 0 {
+		t.Fatalf("after delivery: %+v", v)
+	}
+}
+
+// refusingRelay has 200 dead letters of subscriber "a", whose endpoint
+// answers 400 to everything.
+func refusingRelay(t *testing.T) (*Relay, config.Config) {
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusBadRequest) }}
+	addr := metricsTestServer(t, srv)
+	cfg := testConfig(t, sub("a", "http://"+addr+"/hooks", 1, time.Millisecond))
+	r := startRelay(t, cfg)
+	mustIngest(t, r, "/v1/events", "["+strings.Repeat(`{"type":"t","data":1},`, 199)+`{"type":"t","data":1}]`)
+	waitFor(t, 20*time.Second, "200 dead letters", func() bool { n, err := r.store.DeadLetterCounts(); return err == nil && n["a"] == 200 })
+	return r, cfg
+}
+
+// settled waits until every batch of r is a dead letter again, and checks
+// the admin API counts them all.
+func settled(t *testing.T, r *Relay) {
+	t.Helper()
+	waitFor(t, 20*time.Second, "every batch dead-lettered again", func() bool {
+		bs, err := r.store.Batches()
+		n, err2 := r.store.DeadLetterCounts()
+		return err == nil && err2 == nil && len(bs) == 0 && n["a"] == 200
+	})
+	if v := r.subscriber("a").view(); v.DeadLetterBatches != 200 {
+		t.Fatalf("admin API counts %d dead letters, 200 stored", v.DeadLetterBatches)
+	}
+}
+
+// TestReplayAllRepeatedly replays every dead letter over and over while
+// they fail again: every replayed batch is carried to its dead letter,
+// none is left stored without a goroutine.
+func TestReplayAllRepeatedly(t *testing.T) {
+	r, _ := refusingRelay(t)
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+		post(t, "http://"+r.AdminAddr()+"/v1/subscribers/a/dead-letters/replay", "")
+	}
+	settled(t, r)
+}
+
+// TestReplayAllAcrossReload: an admin replay that took its subscriber
+// before a reload replaced it (as a request in flight does) still keeps
+// the count the admin API shows, which is the relay's per id.
+func TestReplayAllAcrossReload(t *testing.T) {
+	r, cfg := refusingRelay(t)
+	old := r.subscriber("a")
+	s := cfg.Subscribers[0]
+	s.Headers = map[string]string{"X-Changed": "1"}
+	cfg.Subscribers = []config.Subscriber{s}
+	if err := r.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if r.subscriber("a") == old {
+		t.Fatal("the reload did not replace the subscriber")
+	}
+	ids, err := r.replayAll(old)
+	if err != nil || len(ids) != 200 {
+		t.Fatalf("replayed %d: %v", len(ids), err)
+	}
+	settled(t, r)
+}
+
+// TestProbeGivenUpOnReload: the request a half-open circuit lets through
+// as its probe waits for the only global slot when a reload replaces its
+// subscriber. The probe is given back, so the replacing subscriber probes
+// the host and delivers, instead of the host staying half-open for good.
+func TestProbeGivenUpOnReload(t *testing.T) {
+	var hCalls atomic.Int64
+	h := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if hCalls.Add(1) == 1 {
+			ctx.SetStatusCode(fasthttp.StatusInternalServerError)
+		}
+	}}
+	hAddr := metricsTestServer(t, h)
+	held := make(chan struct{})
+	slowIn := make(chan struct{}, 1)
+	slow := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		slowIn <- struct{}{}
+		<-held // holds the only global slot until the reload is done
+	}}
+	slowAddr := metricsTestServer(t, slow)
+
+	x := sub("x", "http://"+hAddr+"/hooks", 10, 5*time.Millisecond)
+	sl := sub("slow", "http://"+slowAddr+"/hooks", 10, 5*time.Millisecond)
+	cfg := testConfig(t, x, sl)
+	cfg.Delivery.Concurrency = 1
+	cfg.Delivery.PerHostConcurrency = 1
+	cfg.Delivery.CircuitBreaker.FailureThreshold = 1
+	cfg.Delivery.CircuitBreaker.OpenDuration = 100 * time.Millisecond
+	r := startRelay(t, cfg)
+	defer func() {
+		select {
+		case <-held:
+		default:
+			close(held)
+		}
+	}()
+
+	mustIngest(t, r, "/v1/subscribers/x/events", `{"type":"t","data":"x"}`)
+	waitFor(t, 5*time.Second, "x's failing attempt", func() bool { return hCalls.Load() == 1 })
+	mustIngest(t, r, "/v1/subscribers/slow/events", `{"type":"t","data":"s"}`)
+	<-slowIn
+	waitFor(t, 10*time.Second, "x's probe waiting for the global slot", func() bool {
+		return r.subscriber("x").host.circuit() == circuitHalfOpen &&
+			metricValue(t, r, `hookbatch_limit_waits_total{limit="global_concurrency"}`) >= 1
+	})
+	x.Headers = map[string]string{"X-Env": "test"}
+	cfg.Subscribers = []config.Subscriber{x, sl}
+	if err := r.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	close(held)
+	waitFor(t, 10*time.Second, "x's batch delivered to the healed host", func() bool { return hCalls.Load() >= 2 })
+	waitFor(t, 5*time.Second, "the circuit closed", func() bool { return r.subscriber("x").host.circuit() == circuitClosed })
+}
+
+// TestAdminHidesURLCredentials: the admin API shows a subscriber's URL as
+// the log does, without a credential in its query or userinfo.
+func TestAdminHidesURLCredentials(t *testing.T) {
+	r := startRelay(t, testConfig(t, sub("a", "http://user:pw-s3cr3t@127.0.0.1:1/hooks?api_key=k-s3cr3t&x=1", 10, time.Second)))
+	for _, path := range []string{"/v1/subscribers", "/v1/subscribers/a"} {
+		_, body := do(t, "GET", "http://"+r.AdminAddr()+path, "")
+		if strings.Contains(body, "s3cr3t") || !strings.Contains(body, "127.0.0.1:1/hooks") {
+			t.Fatalf("GET %s shows %s", path, body)
+		}
+	}
+}
