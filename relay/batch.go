@@ -269,6 +269,10 @@ const parkAfter = 500 * time.Millisecond
 type parked struct {
 	oldest int64
 	timer  *time.Timer
+	// due: its retry is due and a goroutine waits for a window slot to
+	// deliver it. It keeps its place in the lane until then, so the lane
+	// and the window bound the subscriber's batches together.
+	due bool
 }
 
 // park schedules batch id to be delivered again after wait, outside the
@@ -285,7 +289,7 @@ func (s *subscriber) park(id string, wait time.Duration) bool {
 		return false
 	}
 	if _, ok := s.parked[id]; ok {
-		return true // already waiting there (it was handed over twice): its timer delivers it
+		return true // already there (it was handed over twice): its timer or its waiting goroutine delivers it
 	}
 	if len(s.parked) >= cap(s.window) {
 		s.r.metrics.limitWaits[limitRetryLane].Inc()
@@ -308,10 +312,10 @@ func (s *subscriber) holdUntil(t int64) {
 // unpark delivers a parked batch that is due.
 func (s *subscriber) unpark(id string) {
 	s.mu.Lock()
-	_, ok := s.parked[id]
-	ok = ok && !s.parkStopped
+	p, ok := s.parked[id]
+	ok = ok && !p.due && !s.parkStopped
 	if ok {
-		s.claimParkedLocked(id)
+		s.claimParkedLocked(id, p)
 	}
 	s.mu.Unlock()
 	if ok {
@@ -325,26 +329,32 @@ func (s *subscriber) unparkAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, p := range s.parked {
-		if p.timer.Stop() { // else it fired: unpark runs
-			s.claimParkedLocked(id)
+		if !p.due && p.timer.Stop() { // else it fired: unpark runs
+			s.claimParkedLocked(id, p)
 			go s.redeliver(id)
 		}
 	}
 }
 
-// claimParkedLocked takes id out of the retry lane and counts its delivery
-// as running, so Close and Reload wait for it.
-func (s *subscriber) claimParkedLocked(id string) {
-	delete(s.parked, id)
+// claimParkedLocked marks parked batch id due and counts its delivery as
+// running, so Close and Reload wait for it.
+func (s *subscriber) claimParkedLocked(id string, p parked) {
+	p.due = true
+	s.parked[id] = p
 	s.r.deliver.Add(1)
 	s.active.Add(1)
 }
 
-// redeliver takes a window slot for a claimed batch and delivers it.
+// redeliver takes a window slot for a batch claimed from the retry lane,
+// which it leaves then, and delivers it.
 func (s *subscriber) redeliver(id string) {
 	defer s.r.deliver.Done()
 	defer s.active.Done()
-	if !s.acquire() {
+	ok := s.acquire()
+	s.mu.Lock()
+	delete(s.parked, id)
+	s.mu.Unlock()
+	if !ok {
 		return
 	}
 	if b, _ := s.readStored(id, "cannot read a batch due for retry"); b != nil {

@@ -215,3 +215,40 @@ func TestAdminHidesURLCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryLaneBounded: a subscriber fails everything, its batches due
+// for retry every 0.6 s. The batches it has stored stay within its window
+// and its retry lane (2 + 2 here) however long that lasts, and the admin
+// API counts each as in flight: a batch whose retry is due waits for a
+// window slot inside the lane, not beside it.
+func TestRetryLaneBounded(t *testing.T) {
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusInternalServerError) }}
+	addr := metricsTestServer(t, srv)
+	cfg := testConfig(t, sub("d", "http://"+addr+"/hooks", 1, 5*time.Millisecond))
+	cfg.Delivery.PerHostConcurrency = 1 // a window of 2, a lane of 2
+	retry := &cfg.Delivery.Retry
+	retry.InitialBackoff, retry.MaxBackoff, retry.Multiplier, retry.Jitter = parkAfter+100*time.Millisecond, parkAfter+100*time.Millisecond, 1, 0
+	retry.MaxAttempts = 1_000_000
+	cfg.Delivery.CircuitBreaker.FailureThreshold = 1_000_000
+	r := startRelay(t, cfg)
+	mustIngest(t, r, "/v1/events", "["+strings.Repeat(`{"type":"t","data":1},`, 99)+`{"type":"t","data":1}]`)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	most := 0
+	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); <-tick.C {
+		bs, err := r.store.Batches()
+		if err != nil {
+			t.Fatal(err)
+		}
+		most = max(most, len(bs))
+		if len(bs) > 4 {
+			t.Fatalf("%d batches stored, more than the window and the lane hold (admin API: %d in flight)", len(bs), r.subscriber("d").view().InFlightBatches)
+		}
+	}
+	if most < 4 {
+		t.Fatalf("at most %d batches stored: the window and the lane were never full", most)
+	}
+	if v := r.subscriber("d").view(); v.InFlightBatches != 4 {
+		t.Fatalf("admin API: %d batches in flight, want the 4 stored", v.InFlightBatches)
+	}
+}
