@@ -806,6 +806,18 @@ func TestRedacted(t *testing.T) {
 		t.Fatalf("Redacted() changed a value that is not secret: %+v", r)
 	}
 
+	// A user alone in a URL is often a token.
+	for in, want := range map[string]string{
+		"https://TOKEN123@a.example/in":   "https://REDACTED@a.example/in",
+		"https://u:p@a.example/in":        "https://u:REDACTED@a.example/in",
+		"https://a.example/in?page=2":     "https://a.example/in?page=2",
+		"https://@a.example/in?x=1&sig=s": "https://@a.example/in?sig=REDACTED&x=1",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+
 	// The copy is deep: changing it leaves c alone.
 	r.Subscribers[0].Headers["X-Env"] = "changed"
 	r.Subscribers[0].EventTypes[0] = "changed"

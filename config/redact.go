@@ -16,7 +16,7 @@ const redacted = "REDACTED"
 // ingest.signing_secret, admin.token) reads "REDACTED", and so do subscriber
 // header values and URL query parameters whose names suggest a credential
 // (containing auth, cookie, token, secret, key, password or sig), and a
-// password in a URL. c is not changed.
+// password (or a user alone) in a URL. c is not changed.
 func (c Config) Redacted() Config {
 	c.Ingest.AuthTokens = redactAll(c.Ingest.AuthTokens)
 	c.Ingest.SigningSecret = redact(c.Ingest.SigningSecret)
@@ -55,8 +55,8 @@ func redactAll(secrets []string) []string {
 	return out
 }
 
-// RedactURL hides the password and credential-like query parameters of
-// rawURL. A URL that does not parse is returned as it is: Validate has
+// RedactURL hides the password of rawURL (or its user, when alone: often a
+// token) and its credential-like query parameters. A URL that does not parse is returned as it is: Validate has
 // rejected it.
 func RedactURL(rawURL string) string {
 	u, err := url.Parse(rawURL)
@@ -66,6 +66,9 @@ func RedactURL(rawURL string) string {
 	changed := false
 	if _, ok := u.User.Password(); ok {
 		u.User = url.UserPassword(u.User.Username(), redacted)
+		changed = true
+	} else if u.User != nil && u.User.Username() != "" {
+		u.User = url.User(redacted) // a user alone is often a token
 		changed = true
 	}
 	q := u.Query()

@@ -223,9 +223,7 @@ func (r *Relay) admin(ctx *fasthttp.RequestCtx, p []string) (any, *httpError) {
 		if err != nil {
 			return nil, r.adminStoreError(err)
 		}
-		if s := r.subscriber(b.Subscriber); s != nil {
-			s.dead.Add(-1)
-		}
+		r.deadCounter(b.Subscriber).Add(-1) // configured or not
 		return map[string]any{"deleted": p[2]}, nil
 	}
 	return nil, errorf(fasthttp.StatusNotFound, "not found")
@@ -238,8 +236,8 @@ func (r *Relay) replay(id string) error {
 		return err
 	}
 	s := r.subscriber(dl.Subscriber)
-	if s == nil {
-		return errors.New("its subscriber is no longer configured")
+	if s == nil || s.draining.Load() {
+		return errNotConfigured
 	}
 	if _, err := r.store.Replay(id); err != nil {
 		return err
@@ -261,7 +259,9 @@ func (r *Relay) replayAll(s *subscriber) ([]string, error) {
 			return ids, err
 		}
 		for _, dl := range page {
-			if _, err := r.store.Replay(dl.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			if _, err := r.store.Replay(dl.ID); errors.Is(err, storage.ErrNotFound) {
+				continue // replayed or dropped by another request meanwhile
+			} else if err != nil {
 				return ids, errors.Join(err, r.deliverStored(s.cfg.ID, ids))
 			}
 			s.dead.Add(-1)
@@ -278,36 +278,49 @@ func (r *Relay) replayAll(s *subscriber) ([]string, error) {
 // shutdown comes first they stay stored and are delivered after the
 // restart.
 func (r *Relay) deliverStored(sub string, ids []string) error {
-	r.bgMu.Lock()
-	if r.closing.Load() {
-		r.bgMu.Unlock()
+	if !r.background() {
 		return storage.ErrClosed
 	}
-	r.deliver.Add(1)
-	r.bgMu.Unlock()
 	go func() {
 		defer r.deliver.Done()
 		for _, id := range ids {
-			s := r.subscriber(sub) // the one in force, should a reload have replaced it
-			if s == nil || !s.acquire() {
+			// The one in force, should a reload have replaced it; one
+			// stopped or retired meanwhile leaves the rest stored, for
+			// its successor's recovery or the restart.
+			s := r.subscriber(sub)
+			if s == nil || !s.hold() {
 				return
 			}
-			b, stopped := s.readStored(id, "cannot read a replayed batch")
-			if b == nil {
-				<-s.window
-				if stopped {
-					return // it stays stored: the subscriber's successor or the restart delivers it
-				}
-				continue // delivered or dead-lettered meanwhile
+			more := s.deliverStored(id, "cannot read a replayed batch")
+			s.active.Done()
+			if !more {
+				return
 			}
-			s.dispatch(b, nil)
 		}
 	}()
 	return nil
 }
 
+// background counts a delivery goroutine about to start outside any
+// subscriber's loop, or reports false once the relay is closing.
+func (r *Relay) background() bool {
+	r.bgMu.Lock()
+	defer r.bgMu.Unlock()
+	if r.closing.Load() {
+		return false
+	}
+	r.deliver.Add(1)
+	return true
+}
+
+// errNotConfigured refuses to replay a dead letter of a subscriber that is
+// not configured (or removed, draining).
+var errNotConfigured = errors.New("its subscriber is not configured: add it again to replay its dead letters")
+
 func (r *Relay) adminStoreError(err error) *httpError {
 	switch {
+	case errors.Is(err, errNotConfigured):
+		return errorf(fasthttp.StatusConflict, err.Error())
 	case errors.Is(err, storage.ErrNotFound):
 		return errorf(fasthttp.StatusNotFound, "no such dead letter")
 	case errors.Is(err, storage.ErrClosed):

@@ -117,13 +117,18 @@ func settled(t *testing.T, r *Relay) {
 	}
 }
 
-// TestReplayAllRepeatedly replays every dead letter over and over while
-// they fail again: every replayed batch is carried to its dead letter,
-// none is left stored without a goroutine.
-func TestReplayAllRepeatedly(t *testing.T) {
+// TestReplayAllConcurrently runs three replays of every dead letter at
+// once, over and over, while they fail again: a dead letter the other
+// request took first is not counted twice, and every replayed batch is
+// carried to its dead letter, none left stored without a goroutine.
+func TestReplayAllConcurrently(t *testing.T) {
 	r, _ := refusingRelay(t)
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
-		post(t, "http://"+r.AdminAddr()+"/v1/subscribers/a/dead-letters/replay", "")
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Go(func() { post(t, "http://"+r.AdminAddr()+"/v1/subscribers/a/dead-letters/replay", "") })
+		}
+		wg.Wait()
 	}
 	settled(t, r)
 }
@@ -250,5 +255,109 @@ func TestRetryLaneBounded(t *testing.T) {
 	}
 	if v := r.subscriber("d").view(); v.InFlightBatches != 4 {
 		t.Fatalf("admin API: %d batches in flight, want the 4 stored", v.InFlightBatches)
+	}
+}
+
+// TestReplayWhileRemoved: a dead letter replayed while the goroutine that
+// dead-lettered it still holds it; then a reload removes the subscriber.
+// The removed subscriber, draining, delivers the batch once that
+// goroutine is done, before it goes. Once it is removed, its dead letters
+// cannot be replayed (409) until it is configured again.
+func TestReplayWhileRemoved(t *testing.T) {
+	var calls, ok atomic.Int64
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if calls.Add(1) == 1 {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			return
+		}
+		ok.Add(1)
+	}}
+	addr := metricsTestServer(t, srv)
+	g := &gateWriter{match: []byte("batch dead-lettered"), hit: make(chan struct{}), release: make(chan struct{})}
+	a := sub("a", "http://"+addr+"/hooks", 10, 5*time.Millisecond)
+	cfg := testConfig(t, a)
+	r := openRelay(t, cfg, zerolog.New(g))
+	defer stopRelay(t, r)
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
+	<-g.hit
+	dls, err := r.store.DeadLetters("a", 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("dead letters: %v, %v", dls, err)
+	}
+	id := dls[0].ID
+	if st, body := post(t, "http://"+r.AdminAddr()+"/v1/dead-letters/"+id+"/replay", ""); st != fasthttp.StatusOK {
+		t.Fatalf("replay: %d %s", st, body)
+	}
+	waitFor(t, 5*time.Second, "the replay's dispatch refused", func() bool { return r.refusedAgain(id) })
+	cfg.Subscribers = nil
+	if err := r.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	close(g.release)
+	waitFor(t, 10*time.Second, "the batch delivered and the subscriber gone", func() bool {
+		bs, err := r.store.Batches()
+		return ok.Load() == 1 && err == nil && len(bs) == 0 && r.subscriber("a") == nil
+	})
+
+	// A dead letter of the removed subscriber: no replay, and dropping it
+	// counts once it is configured again.
+	calls.Store(0)
+	cfg.Subscribers = []config.Subscriber{a}
+	if err := r.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":2}`)
+	waitFor(t, 10*time.Second, "a second dead letter", func() bool { n, err := r.store.DeadLetterCounts(); return err == nil && n["a"] == 1 })
+	dls, err = r.store.DeadLetters("a", 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("dead letters: %v, %v", dls, err)
+	}
+	cfg.Subscribers = nil
+	if err := r.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the subscriber gone", func() bool { return r.subscriber("a") == nil })
+	if st, body := post(t, "http://"+r.AdminAddr()+"/v1/dead-letters/"+dls[0].ID+"/replay", ""); st != fasthttp.StatusConflict {
+		t.Fatalf("replay for a removed subscriber: %d %s, want 409", st, body)
+	}
+	if st, body := do(t, "DELETE", "http://"+r.AdminAddr()+"/v1/dead-letters/"+dls[0].ID, ""); st != fasthttp.StatusOK {
+		t.Fatalf("delete: %d %s", st, body)
+	}
+	cfg.Subscribers = []config.Subscriber{a}
+	if err := r.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if v := r.subscriber("a").view(); v.DeadLetterBatches != 0 {
+		t.Fatalf("admin API counts %d dead letters, none stored", v.DeadLetterBatches)
+	}
+}
+
+// TestProbeNumbers: a probe given back ends only its own turn, not that
+// of a later probe (the circuit having opened and half-opened again
+// meanwhile), so there is never more than one probe at a time.
+func TestProbeNumbers(t *testing.T) {
+	h := &host{}
+	now := time.Now()
+	const openFor = time.Second
+	h.report(true, now, 1) // open
+	ok, first, _ := h.allow(now.Add(openFor), openFor)
+	if !ok || first == 0 {
+		t.Fatalf("no probe after open_duration: %v %d", ok, first)
+	}
+	if ok, p, _ := h.allow(now.Add(openFor), openFor); ok || p != 0 {
+		t.Fatal("a second request let through while probing")
+	}
+	h.report(true, now.Add(openFor), 1) // another request failed: open again
+	ok, second, _ := h.allow(now.Add(3*openFor), openFor)
+	if !ok || second == 0 || second == first {
+		t.Fatalf("no new probe: %v %d (first %d)", ok, second, first)
+	}
+	h.abandon(first)
+	if ok, _, _ := h.allow(now.Add(3*openFor), openFor); ok {
+		t.Fatal("the first probe, given back late, ended the second one's turn")
+	}
+	h.abandon(second)
+	if ok, p, _ := h.allow(now.Add(3*openFor), openFor); !ok || p == 0 {
+		t.Fatal("no probe after the second was given back")
 	}
 }

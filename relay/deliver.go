@@ -72,6 +72,7 @@ type host struct {
 	failures int
 	openedAt time.Time
 	probing  bool
+	probes   uint64 // probes let through so far: each one's number
 }
 
 type circuitState uint8
@@ -106,37 +107,39 @@ func (o *outbound) host(addr string) *host {
 
 // allow reports whether a request may go to the host now; when not, wait is
 // how long until it may be asked again. After open_duration one request
-// (the probe) is let through in the half-open state: probe says this is
-// it, and it must report its outcome, or abandon it if it is not sent.
-func (h *host) allow(now time.Time, openFor time.Duration) (ok, probe bool, wait time.Duration) {
+// (the probe) is let through in the half-open state: probe is its number
+// (0 for any other request), and it must report its outcome, or abandon
+// it if it is not sent.
+func (h *host) allow(now time.Time, openFor time.Duration) (ok bool, probe uint64, wait time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch h.state {
 	case circuitClosed:
-		return true, false, 0
+		return true, 0, 0
 	case circuitOpen:
 		if left := openFor - now.Sub(h.openedAt); left > 0 {
-			return false, false, left
+			return false, 0, left
 		}
-		h.state, h.probing = circuitHalfOpen, true
-		return true, true, 0
+		h.state = circuitHalfOpen
 	}
-	if !h.probing {
-		h.probing = true
-		return true, true, 0
+	if h.probing {
+		return false, 0, 100 * time.Millisecond
 	}
-	return false, false, 100 * time.Millisecond
+	h.probing = true
+	h.probes++
+	return true, h.probes, 0
 }
 
-// abandon gives the probe back unsent (its subscriber stopped while it
-// waited for a slot), so that another request may probe the host.
-func (h *host) abandon(probe bool) {
-	if !probe {
+// abandon gives probe back unsent (its subscriber stopped while it waited
+// for a slot, or the SSRF guard refused it), so that another request may
+// probe the host. A later probe's turn is not ended by an earlier one.
+func (h *host) abandon(probe uint64) {
+	if probe == 0 {
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.state == circuitHalfOpen {
+	if h.state == circuitHalfOpen && h.probes == probe {
 		h.probing = false
 	}
 }
@@ -213,10 +216,11 @@ func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res re
 			res.retryAfter = parseRetryAfter(resp.Header.Peek("Retry-After"), now)
 		}
 	}
-	failed := err != nil || res.status >= 500 || res.status == fasthttp.StatusRequestTimeout
 	if errors.Is(err, errRefusedDestination) {
-		failed = false // a refusal says nothing about the host's health
+		s.host.abandon(probe) // a refusal says nothing about the host's health
+		return res, true, 0
 	}
+	failed := err != nil || res.status >= 500 || res.status == fasthttp.StatusRequestTimeout
 	s.host.report(failed, now, cb.FailureThreshold)
 	return res, true, 0
 }

@@ -83,7 +83,7 @@ func (r *Relay) Reload(cfg config.Config) error {
 	// Changed subscribers stop before their replacements start, so no batch
 	// is ever delivered by both.
 	for _, s := range replaced {
-		s.stop()
+		s.halt()
 		s.stopParked()
 		s.active.Wait()
 	}
@@ -116,6 +116,9 @@ func (r *Relay) Reload(cfg config.Config) error {
 // retire waits until a removed subscriber has drained, then forgets it
 // (unless a reload brought it back meanwhile).
 func (r *Relay) retire(s *subscriber) {
+	s.holdMu.Lock()
+	s.retired = true // replays wait for the restart, or for it to be configured again
+	s.holdMu.Unlock()
 	s.active.Wait()
 	r.subsMu.Lock()
 	defer r.subsMu.Unlock()

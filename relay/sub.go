@@ -35,9 +35,13 @@ type subscriber struct {
 
 	// life ends when the subscriber stops: at shutdown, or when a reload
 	// replaces it. active counts its loop and deliveries.
-	life      context.Context
-	stop      context.CancelFunc
-	active    sync.WaitGroup
+	life   context.Context
+	stop   context.CancelFunc
+	active sync.WaitGroup
+	// holdMu orders hold with the ends of the subscriber's life (halt,
+	// retire), after which active is waited for and must not grow from 0.
+	holdMu    sync.Mutex
+	retired   bool
 	draining  atomic.Bool // removed by a reload: delivers its backlog, takes no new events
 	drainable atomic.Bool // draining, and no ingest request can reach its queue any more
 
@@ -370,7 +374,7 @@ func (s *subscriber) dispatch(b *storage.Batch, held *heldBody) {
 	go func() {
 		defer s.r.deliver.Done()
 		defer s.active.Done()
-		defer s.r.unclaim(b.ID, s.cfg.ID)
+		defer s.unclaim(b.ID)
 		defer func() { <-s.window }()
 		s.deliver(b, held)
 	}()
@@ -391,18 +395,60 @@ func (r *Relay) claim(id string) bool {
 	return true
 }
 
-// unclaim ends the delivery of batch id of subscriber sub. If a dispatch
-// of it was refused meanwhile, the batch is read again and, if it is still
-// pending, delivered by the subscriber in force; at shutdown it stays
-// stored for the restart.
-func (r *Relay) unclaim(id, sub string) {
+// unclaim ends s's delivery of batch id, from that delivery's goroutine,
+// which still counts in s.active. If a dispatch of the batch was refused
+// meanwhile, s reads it again and, if it is still pending, delivers it.
+// If s was stopped, Reload reads it again once s is done; at shutdown it
+// stays stored for the restart.
+func (s *subscriber) unclaim(id string) {
+	r := s.r
 	r.claimMu.Lock()
 	again := r.claims[id]
 	delete(r.claims, id)
 	r.claimMu.Unlock()
-	if again {
-		_ = r.deliverStored(sub, []string{id})
+	if !again || s.life.Err() != nil || !r.background() {
+		return
 	}
+	s.active.Add(1) // not from 0: the caller counts
+	go func() {
+		defer r.deliver.Done()
+		defer s.active.Done()
+		s.deliverStored(id, "cannot read a batch given back")
+	}()
+}
+
+// deliverStored takes a window slot and delivers stored batch id if it is
+// still pending. It reports false when s is stopping.
+func (s *subscriber) deliverStored(id, what string) bool {
+	if !s.acquire() {
+		return false
+	}
+	b, stopped := s.readStored(id, what)
+	if b == nil {
+		<-s.window
+		return !stopped
+	}
+	s.dispatch(b, nil)
+	return true
+}
+
+// hold counts one more goroutine working for s, which is not counted
+// already, unless s is stopped or retired: then false.
+func (s *subscriber) hold() bool {
+	s.holdMu.Lock()
+	defer s.holdMu.Unlock()
+	if s.retired || s.life.Err() != nil {
+		return false
+	}
+	s.active.Add(1)
+	return true
+}
+
+// halt stops s: nothing new starts for it, and its goroutines end.
+func (s *subscriber) halt() {
+	s.holdMu.Lock()
+	defer s.holdMu.Unlock()
+	s.stop()
 }
 
 // pauseFor waits d, or reports false at shutdown.
