@@ -168,11 +168,14 @@ func (r *Relay) admin(ctx *fasthttp.RequestCtx, p []string) (any, *httpError) {
 			if e := want("POST"); e != nil {
 				return nil, e
 			}
-			ids, err := r.replayAll(s)
+			if s.draining.Load() {
+				return nil, r.adminStoreError(errNotConfigured)
+			}
+			n, err := r.replayAll(s.cfg.ID)
 			if err != nil {
 				return nil, r.adminStoreError(err)
 			}
-			return map[string]any{"replayed": len(ids), "batch_ids": ids}, nil
+			return map[string]any{"replayed": n}, nil
 		}
 	case p[1] == "dead-letters" && len(p) == 2:
 		if e := want("GET"); e != nil {
@@ -229,76 +232,163 @@ func (r *Relay) admin(ctx *fasthttp.RequestCtx, p []string) (any, *httpError) {
 	return nil, errorf(fasthttp.StatusNotFound, "not found")
 }
 
-// replay puts dead letter id back into delivery with the same id.
+// replay puts dead letter id back into delivery with the same id. The
+// subscriber is held from before the dead letter is requeued until the
+// batch is dispatched, so that a reload or a removal waits for it.
 func (r *Relay) replay(id string) error {
 	dl, err := r.store.GetDeadLetter(id)
 	if err != nil {
 		return err
 	}
-	s := r.subscriber(dl.Subscriber)
-	if s == nil || s.draining.Load() {
+	s := r.heldSubscriber(dl.Subscriber)
+	if s == nil {
 		return errNotConfigured
 	}
 	if _, err := r.store.Replay(id); err != nil {
+		s.active.Done()
 		return err
 	}
 	s.dead.Add(-1)
-	return r.deliverStored(s.cfg.ID, []string{id})
-}
-
-// replayAll puts every dead letter of s back into delivery, a page at a
-// time, and returns their ids.
-func (r *Relay) replayAll(s *subscriber) ([]string, error) {
-	var ids []string
-	for {
-		page, err := r.store.DeadLetters(s.cfg.ID, 100)
-		if err != nil || len(page) == 0 {
-			if len(ids) > 0 {
-				err = errors.Join(err, r.deliverStored(s.cfg.ID, ids))
-			}
-			return ids, err
-		}
-		for _, dl := range page {
-			if _, err := r.store.Replay(dl.ID); errors.Is(err, storage.ErrNotFound) {
-				continue // replayed or dropped by another request meanwhile
-			} else if err != nil {
-				return ids, errors.Join(err, r.deliverStored(s.cfg.ID, ids))
-			}
-			s.dead.Add(-1)
-			ids = append(ids, dl.ID)
-		}
-	}
-}
-
-// deliverStored hands stored batches (replayed dead letters, or a batch
-// whose dispatch was refused while another goroutine held it) to their
-// subscriber one at a time as its window allows, from one goroutine, so a
-// replay of many holds no more than the window in memory. A batch no
-// longer pending (delivered or dead-lettered meanwhile) is skipped. If
-// shutdown comes first they stay stored and are delivered after the
-// restart.
-func (r *Relay) deliverStored(sub string, ids []string) error {
 	if !r.background() {
-		return storage.ErrClosed
+		s.active.Done()
+		return nil // closing: it is stored, delivered after the restart
 	}
 	go func() {
 		defer r.deliver.Done()
-		for _, id := range ids {
-			// The one in force, should a reload have replaced it; one
-			// stopped or retired meanwhile leaves the rest stored, for
-			// its successor's recovery or the restart.
-			s := r.subscriber(sub)
-			if s == nil || !s.hold() {
-				return
-			}
-			more := s.deliverStored(id, "cannot read a replayed batch")
-			s.active.Done()
-			if !more {
-				return
-			}
-		}
+		defer s.active.Done()
+		s.deliverStored(id, "cannot read a replayed batch")
 	}()
 	return nil
+}
+
+// replayAll puts every dead letter of subscriber sub stored by now back
+// into delivery, and returns how many there are. They are requeued in the
+// background, each once the subscriber has a window slot for it: so the
+// batches pending, and the memory they take, stay within the window
+// however many dead letters there are. One goroutine replays a subscriber's
+// dead letters; a request while it runs has it start another pass.
+func (r *Relay) replayAll(sub string) (int64, error) {
+	n := r.deadCounter(sub).Load()
+	r.replayMu.Lock()
+	defer r.replayMu.Unlock()
+	if j := r.replays[sub]; j != nil {
+		j.cutoff, j.again = time.Now().UnixNano(), true
+		return n, nil
+	}
+	if !r.background() {
+		return 0, storage.ErrClosed
+	}
+	j := &replayJob{cutoff: time.Now().UnixNano()}
+	r.replays[sub] = j
+	go func() {
+		defer r.deliver.Done()
+		for {
+			r.replayMu.Lock()
+			cutoff := j.cutoff
+			j.again = false
+			r.replayMu.Unlock()
+			done := r.replayPass(sub, cutoff)
+			r.replayMu.Lock()
+			if done || !j.again {
+				delete(r.replays, sub)
+				r.replayMu.Unlock()
+				return
+			}
+			r.replayMu.Unlock()
+		}
+	}()
+	return n, nil
+}
+
+// replayJob is a subscriber's replay of its dead letters: those failed by
+// cutoff (unix nanos), so that batches failing again are not replayed
+// again and again; again asks for one more pass.
+type replayJob struct {
+	cutoff int64
+	again  bool
+}
+
+// replayPass requeues and delivers sub's dead letters failed by cutoff, a
+// page at a time in id order. It reports true when it had to stop early
+// (shutdown, the subscriber removed, storage failing): the rest stay dead
+// letters, to replay again.
+func (r *Relay) replayPass(sub string, cutoff int64) (stopped bool) {
+	after := ""
+	for {
+		page, err := r.store.DeadLettersAfter(sub, after, 100)
+		if err != nil {
+			if !errors.Is(err, storage.ErrClosed) {
+				r.log.Error().Err(err).Str("subscriber", sub).Msg("replay stopped: cannot read dead letters")
+			}
+			return true
+		}
+		if len(page) == 0 {
+			return false
+		}
+		for _, dl := range page {
+			after = dl.ID
+			if dl.FailedAt > cutoff {
+				continue // failed again since: not replayed twice by one request
+			}
+			if !r.replayOne(sub, dl.ID) {
+				return true
+			}
+		}
+	}
+}
+
+// replayOne requeues dead letter id of sub once the subscriber in force
+// has a window slot, and delivers it. It reports false when the replay
+// must stop.
+func (r *Relay) replayOne(sub, id string) bool {
+	for {
+		s := r.heldSubscriber(sub)
+		if s == nil {
+			return false
+		}
+		if !s.acquire() {
+			s.active.Done()
+			continue // stopped while waiting: its successor, if a reload started one
+		}
+		b, err := r.store.Replay(id)
+		if err == nil {
+			s.dead.Add(-1)
+			s.dispatch(b, nil)
+		} else {
+			<-s.window
+		}
+		s.active.Done()
+		switch {
+		case err == nil || errors.Is(err, storage.ErrNotFound): // replayed or dropped meanwhile
+			return true
+		case !errors.Is(err, storage.ErrClosed):
+			r.log.Error().Err(err).Str("subscriber", sub).Msg("replay stopped")
+		}
+		return false
+	}
+}
+
+// heldSubscriber returns the subscriber sub in force, held (hold), waiting
+// for a reload that replaces it; nil if there is none or it is stopping
+// for good (shutdown, removed).
+func (r *Relay) heldSubscriber(sub string) *subscriber {
+	for {
+		s := r.subscriber(sub)
+		if s == nil || s.draining.Load() {
+			return nil
+		}
+		if s.hold() {
+			return s
+		}
+		if r.closing.Load() {
+			return nil
+		}
+		r.reload.Lock() // a reload stopped s: wait until it has started the next one
+		r.reload.Unlock()
+		if r.subscriber(sub) == s {
+			return nil
+		}
+	}
 }
 
 // background counts a delivery goroutine about to start outside any

@@ -329,7 +329,8 @@ func (s *subscriber) unparkAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, p := range s.parked {
-		if !p.due && p.timer.Stop() { // else it fired: unpark runs
+		if !p.due { // a timer that fired meanwhile finds it due: unpark skips it
+			p.timer.Stop()
 			s.claimParkedLocked(id, p)
 			go s.redeliver(id)
 		}

@@ -99,15 +99,24 @@ func refusingRelay(t *testing.T) (*Relay, config.Config) {
 	cfg := testConfig(t, sub("a", "http://"+addr+"/hooks", 1, time.Millisecond))
 	r := startRelay(t, cfg)
 	mustIngest(t, r, "/v1/events", "["+strings.Repeat(`{"type":"t","data":1},`, 199)+`{"type":"t","data":1}]`)
-	waitFor(t, 20*time.Second, "200 dead letters", func() bool { n, err := r.store.DeadLetterCounts(); return err == nil && n["a"] == 200 })
+	waitFor(t, 20*time.Second, "200 dead letters, counted", func() bool {
+		n, err := r.store.DeadLetterCounts()
+		return err == nil && n["a"] == 200 && r.subscriber("a").view().DeadLetterBatches == 200
+	})
 	return r, cfg
 }
 
-// settled waits until every batch of r is a dead letter again, and checks
-// the admin API counts them all.
+// settled waits until no replay runs and every batch of r is a dead
+// letter again, and checks the admin API counts them all.
 func settled(t *testing.T, r *Relay) {
 	t.Helper()
 	waitFor(t, 20*time.Second, "every batch dead-lettered again", func() bool {
+		r.replayMu.Lock()
+		replaying := len(r.replays) > 0
+		r.replayMu.Unlock()
+		if replaying {
+			return false
+		}
 		bs, err := r.store.Batches()
 		n, err2 := r.store.DeadLetterCounts()
 		return err == nil && err2 == nil && len(bs) == 0 && n["a"] == 200
@@ -133,11 +142,16 @@ func TestReplayAllConcurrently(t *testing.T) {
 	settled(t, r)
 }
 
-// TestReplayAllAcrossReload: an admin replay that took its subscriber
-// before a reload replaced it (as a request in flight does) still keeps
-// the count the admin API shows, which is the relay's per id.
+// TestReplayAllAcrossReload: a reload replacing the subscriber while its
+// dead letters are being replayed does not end the replay: each of them is
+// replayed once (and fails again), and the admin API's count stays that of
+// the store.
 func TestReplayAllAcrossReload(t *testing.T) {
 	r, cfg := refusingRelay(t)
+	start := time.Now().UnixNano()
+	if n, err := r.replayAll("a"); err != nil || n != 200 {
+		t.Fatalf("replayAll: %d, %v", n, err)
+	}
 	old := r.subscriber("a")
 	s := cfg.Subscribers[0]
 	s.Headers = map[string]string{"X-Changed": "1"}
@@ -148,11 +162,60 @@ func TestReplayAllAcrossReload(t *testing.T) {
 	if r.subscriber("a") == old {
 		t.Fatal("the reload did not replace the subscriber")
 	}
-	ids, err := r.replayAll(old)
-	if err != nil || len(ids) != 200 {
-		t.Fatalf("replayed %d: %v", len(ids), err)
-	}
 	settled(t, r)
+	dls, err := r.store.DeadLetters("a", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dl := range dls {
+		if dl.FailedAt < start || dl.Attempts != 1 {
+			t.Fatalf("dead letter %s not replayed once: failed at %d (replay at %d), %d attempts", dl.ID, dl.FailedAt, start, dl.Attempts)
+		}
+	}
+}
+
+// TestReplayAllWithinWindow: replaying many dead letters makes no more
+// batches pending at once than the subscriber's window holds, so neither
+// memory nor a restart's recovery grows with them.
+func TestReplayAllWithinWindow(t *testing.T) {
+	var delivered atomic.Int64
+	refuse := atomic.Bool{}
+	refuse.Store(true)
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if refuse.Load() {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			return
+		}
+		delivered.Add(1)
+	}}
+	addr := metricsTestServer(t, srv)
+	cfg := testConfig(t, sub("a", "http://"+addr+"/hooks", 1, time.Millisecond))
+	cfg.Delivery.PerHostConcurrency = 2 // a window of 4
+	r := startRelay(t, cfg)
+	mustIngest(t, r, "/v1/events", "["+strings.Repeat(`{"type":"t","data":1},`, 199)+`{"type":"t","data":1}]`)
+	waitFor(t, 20*time.Second, "200 dead letters, counted", func() bool {
+		n, err := r.store.DeadLetterCounts()
+		return err == nil && n["a"] == 200 && r.subscriber("a").view().DeadLetterBatches == 200
+	})
+	refuse.Store(false)
+	if st, body := post(t, "http://"+r.AdminAddr()+"/v1/subscribers/a/dead-letters/replay", ""); st != fasthttp.StatusOK || !strings.Contains(body, `"replayed":200`) {
+		t.Fatalf("replay: %d %s", st, body)
+	}
+	most := 0
+	waitFor(t, 20*time.Second, "every replayed batch delivered", func() bool {
+		bs, err := r.store.Batches()
+		if err != nil {
+			t.Fatal(err)
+		}
+		most = max(most, len(bs))
+		if len(bs) > 4 {
+			t.Fatalf("%d batches pending at once, more than the window of 4", len(bs))
+		}
+		return delivered.Load() == 200
+	})
+	if v := r.subscriber("a").view(); v.DeadLetterBatches != 0 || v.QueuedEvents != 0 {
+		t.Fatalf("after the replay: %+v", v)
+	}
 }
 
 // TestProbeGivenUpOnReload: the request a half-open circuit lets through
@@ -359,5 +422,54 @@ func TestProbeNumbers(t *testing.T) {
 	h.abandon(second)
 	if ok, p, _ := h.allow(now.Add(3*openFor), openFor); !ok || p == 0 {
 		t.Fatal("no probe after the second was given back")
+	}
+}
+
+// TestReplayAllThenRemoved: a reload removes the subscriber while its dead
+// letters are being replayed. Those requeued by then are delivered by the
+// subscriber as it drains; the others stay dead letters; none is left
+// pending with nobody to deliver it. Once it is removed, a replay of all
+// its dead letters is refused (409).
+func TestReplayAllThenRemoved(t *testing.T) {
+	var calls, delivered atomic.Int64
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if calls.Add(1) <= 5 {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // a slow subscriber: the replay is under way when the reload comes
+		delivered.Add(1)
+	}}
+	addr := metricsTestServer(t, srv)
+	a := sub("a", "http://"+addr+"/hooks", 1, time.Millisecond)
+	cfg := testConfig(t, a)
+	cfg.Delivery.PerHostConcurrency = 1 // a window of 2
+	r := startRelay(t, cfg)
+	mustIngest(t, r, "/v1/events", "["+strings.Repeat(`{"type":"t","data":1},`, 4)+`{"type":"t","data":1}]`)
+	waitFor(t, 10*time.Second, "5 dead letters, counted", func() bool {
+		n, err := r.store.DeadLetterCounts()
+		return err == nil && n["a"] == 5 && r.subscriber("a").view().DeadLetterBatches == 5
+	})
+	if st, body := post(t, "http://"+r.AdminAddr()+"/v1/subscribers/a/dead-letters/replay", ""); st != fasthttp.StatusOK {
+		t.Fatalf("replay: %d %s", st, body)
+	}
+	waitFor(t, 10*time.Second, "a replayed batch sent", func() bool { return calls.Load() > 5 })
+	cfg.Subscribers = nil
+	if err := r.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the subscriber gone", func() bool { return r.subscriber("a") == nil })
+	bs, err := r.store.Batches()
+	n, err2 := r.store.DeadLetterCounts()
+	if err != nil || err2 != nil || len(bs) != 0 || int(delivered.Load())+n["a"] != 5 || delivered.Load() == 0 {
+		t.Fatalf("after the removal: %d pending, %d delivered, %d dead letters (%v, %v); want none pending, 5 in all", len(bs), delivered.Load(), n["a"], err, err2)
+	}
+
+	// Removed (draining, or gone): its dead letters are not replayed.
+	if st, body := post(t, "http://"+r.AdminAddr()+"/v1/subscribers/a/dead-letters/replay", ""); st != fasthttp.StatusConflict && st != fasthttp.StatusNotFound {
+		t.Fatalf("replay of a removed subscriber's dead letters: %d %s, want 409 or 404", st, body)
+	}
+	if bs, err := r.store.Batches(); err != nil || len(bs) != 0 {
+		t.Fatalf("after a refused replay: %d pending (%v)", len(bs), err)
 	}
 }

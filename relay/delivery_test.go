@@ -422,12 +422,11 @@ func TestPermanentFailureDeadLetters(t *testing.T) {
 	}
 
 	var rep struct {
-		Replayed int      `json:"replayed"`
-		BatchIDs []string `json:"batch_ids"`
+		Replayed int `json:"replayed"`
 	}
 	adminJSON(t, r, "POST", "/v1/subscribers/s/dead-letters/replay", 200, &rep)
-	if rep.Replayed != 1 || len(rep.BatchIDs) != 1 || rep.BatchIDs[0] != dls[2].BatchID {
-		t.Errorf("replay all answered %+v, want %s", rep, dls[2].BatchID)
+	if rep.Replayed != 1 {
+		t.Errorf("replay all answered %+v, want 1 replayed", rep)
 	}
 	waitFor(t, 10*time.Second, "the second replayed batch", func() bool { return s.Stats().Batches == 2 })
 	if b := s.Batches()[1]; b.ID != dls[2].BatchID {

@@ -61,6 +61,10 @@ type Relay struct {
 	deadMu sync.Mutex
 	dead   map[string]*atomic.Int64
 
+	// replays holds the replay of each subscriber's dead letters under way.
+	replayMu sync.Mutex
+	replays  map[string]*replayJob
+
 	// life ends when shutdown begins: loops stop forming batches and
 	// deliveries stop waiting for their next attempt.
 	life     context.Context
@@ -88,6 +92,7 @@ func New(cfg config.Config, log zerolog.Logger, version string) (*Relay, error) 
 		byID:    make(map[string]*subscriber, len(cfg.Subscribers)),
 		claims:  make(map[string]bool),
 		dead:    make(map[string]*atomic.Int64),
+		replays: make(map[string]*replayJob),
 	}
 	r.metrics = newRelayMetrics(r)
 	store, err := storage.Open(storage.Options{

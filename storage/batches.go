@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -188,15 +189,21 @@ func (s *Store) DropDeadLetter(id string) error {
 // Batches returns every stored batch awaiting delivery, for recovery.
 func (s *Store) Batches() ([]*Batch, error) {
 	var out []*Batch
-	err := s.scan('b', func(b *Batch) bool { out = append(out, b); return true })
+	err := s.scan('b', "", func(b *Batch) bool { out = append(out, b); return true })
 	return out, err
 }
 
 // DeadLetters returns up to limit dead letters, of subscriber sub when it is
 // not empty, in batch id order.
 func (s *Store) DeadLetters(sub string, limit int) ([]*Batch, error) {
+	return s.DeadLettersAfter(sub, "", limit)
+}
+
+// DeadLettersAfter is DeadLetters from the first id after after, in id
+// order: a long list read a page at a time.
+func (s *Store) DeadLettersAfter(sub, after string, limit int) ([]*Batch, error) {
 	var out []*Batch
-	err := s.scan('x', func(b *Batch) bool {
+	err := s.scan('x', after, func(b *Batch) bool {
 		if sub == "" || b.Subscriber == sub {
 			out = append(out, b)
 		}
@@ -249,11 +256,18 @@ func (s *Store) ReadBatch(b *Batch, fn func(seq uint64, rec []byte) error) error
 	})
 }
 
-func (s *Store) scan(kind byte, fn func(*Batch) bool) error {
+// scan calls fn for the stored batches of kind ('b' pending, 'x' dead
+// letters) in id order, from the first id after after ("": all), until fn
+// returns false.
+func (s *Store) scan(kind byte, after string, fn func(*Batch) bool) error {
 	return s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 64, Prefix: []byte{kind}})
 		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+		from := append([]byte{kind}, after...)
+		for it.Seek(from); it.Valid(); it.Next() {
+			if after != "" && bytes.Equal(it.Item().Key(), from) {
+				continue
+			}
 			var b *Batch
 			err := it.Item().Value(func(v []byte) error {
 				var err error
@@ -409,7 +423,7 @@ func (s *Store) Split(b *Batch) ([2]*Batch, error) {
 // DeadLetterCounts returns the number of dead letters of each subscriber.
 func (s *Store) DeadLetterCounts() (map[string]int, error) {
 	counts := make(map[string]int)
-	err := s.scan('x', func(b *Batch) bool { counts[b.Subscriber]++; return true })
+	err := s.scan('x', "", func(b *Batch) bool { counts[b.Subscriber]++; return true })
 	return counts, err
 }
 

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -140,9 +141,13 @@ func TestDeadLetters(t *testing.T) {
 
 	f := func(sub string, limit int, want ...string) {
 		t.Helper()
-		dls, err := s.DeadLetters(sub, limit)
+		after := ""
+		if strings.HasPrefix(sub, ">") { // >ID,SUB: DeadLettersAfter(SUB, ID)
+			after, sub, _ = strings.Cut(sub[1:], ",")
+		}
+		dls, err := s.DeadLettersAfter(sub, after, limit)
 		if err != nil {
-			t.Fatalf("DeadLetters(%q, %d): %v", sub, limit, err)
+			t.Fatalf("DeadLettersAfter(%q, %q, %d): %v", sub, after, limit, err)
 		}
 		var got []string
 		for _, d := range dls {
@@ -163,6 +168,12 @@ func TestDeadLetters(t *testing.T) {
 	f("b", 1, "id-b1")
 	f("a", 2, "id-a1", "id-a2")
 	f("c", 0)
+	// Pages: from the id after the last one seen (which need not exist).
+	f(">id-a1,", 2, "id-a2", "id-a3")
+	f(">id-a3,a", 0)
+	f(">id-a2,b", 0, "id-b1", "id-b2")
+	f(">id-a25,", 1, "id-a3")
+	f(">id-b2,", 0)
 	checkCounts := func(want map[string]int) {
 		t.Helper()
 		got, err := s.DeadLetterCounts()
