@@ -42,49 +42,63 @@ func (r *Relay) refusedAgain(id string) bool {
 	return r.claims[id]
 }
 
+// heldReplay is a relay whose subscriber "a" has dead-lettered its first
+// batch (its endpoint refuses the first request, then takes each one,
+// counted in ok), with the delivery goroutine held in its log line while
+// that dead letter, id, is replayed: the replay's dispatch was refused.
+type heldReplay struct {
+	r         *Relay
+	cfg       config.Config
+	id        string
+	calls, ok atomic.Int64
+	release   func() // lets the goroutine go on
+}
+
+func startHeldReplay(t *testing.T) *heldReplay {
+	t.Helper()
+	h := &heldReplay{}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if h.calls.Add(1) == 1 {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest) // permanent: dead letter
+			return
+		}
+		h.ok.Add(1)
+	}}
+	addr := metricsTestServer(t, srv)
+	g := &gateWriter{match: []byte("batch dead-lettered"), hit: make(chan struct{}), release: make(chan struct{})}
+	var once sync.Once
+	h.release = func() { once.Do(func() { close(g.release) }) }
+	h.cfg = testConfig(t, sub("a", "http://"+addr+"/hooks", 10, 5*time.Millisecond))
+	h.r = openRelay(t, h.cfg, zerolog.New(g))
+	t.Cleanup(func() { h.release(); stopRelay(t, h.r) })
+	mustIngest(t, h.r, "/v1/events", `{"type":"t","data":1}`)
+	select {
+	case <-g.hit:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no dead letter")
+	}
+	dls, err := h.r.store.DeadLetters("a", 10)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("dead letters: %v, %v", dls, err)
+	}
+	h.id = dls[0].ID
+	if st, body := post(t, "http://"+h.r.AdminAddr()+"/v1/dead-letters/"+h.id+"/replay", ""); st != fasthttp.StatusOK {
+		t.Fatalf("replay: %d %s", st, body)
+	}
+	waitFor(t, 5*time.Second, "the replay's dispatch refused", func() bool { return h.r.refusedAgain(h.id) })
+	return h
+}
+
 // TestReplayWhileDeadLettering replays a dead letter while the goroutine
 // that dead-lettered it has not finished (held in its log line, still
 // claiming the batch): the replay's dispatch is refused, and the batch is
 // delivered once that goroutine is done, not left stored with nobody to
 // carry it.
 func TestReplayWhileDeadLettering(t *testing.T) {
-	var calls, ok atomic.Int64
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		if calls.Add(1) == 1 {
-			ctx.SetStatusCode(fasthttp.StatusBadRequest) // permanent: dead letter
-			return
-		}
-		ok.Add(1)
-	}}
-	addr := metricsTestServer(t, srv)
-	g := &gateWriter{match: []byte("batch dead-lettered"), hit: make(chan struct{}), release: make(chan struct{})}
-	r := openRelay(t, testConfig(t, sub("a", "http://"+addr+"/hooks", 10, 5*time.Millisecond)), zerolog.New(g))
-	defer stopRelay(t, r)
-	defer func() {
-		select {
-		case <-g.release:
-		default:
-			close(g.release)
-		}
-	}()
-
-	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
-	select {
-	case <-g.hit:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no dead letter")
-	}
-	dls, err := r.store.DeadLetters("a", 10)
-	if err != nil || len(dls) != 1 {
-		t.Fatalf("dead letters: %v, %v", dls, err)
-	}
-	id := dls[0].ID
-	if st, body := post(t, "http://"+r.AdminAddr()+"/v1/dead-letters/"+id+"/replay", ""); st != fasthttp.StatusOK {
-		t.Fatalf("replay: %d %s", st, body)
-	}
-	waitFor(t, 5*time.Second, "the replay's dispatch refused", func() bool { return r.refusedAgain(id) })
-	close(g.release)
-	waitFor(t, 10*time.Second, "the replayed batch delivered", func() bool { return ok.Load() == 1 })
+	h := startHeldReplay(t)
+	r := h.r
+	h.release()
+	waitFor(t, 10*time.Second, "the replayed batch delivered", func() bool { return h.ok.Load() == 1 })
 	waitFor(t, 5*time.Second, "no batch left", func() bool { bs, err := r.store.Batches(); return err == nil && len(bs) == 0 })
 	if v := r.subscriber("a").view(); v.DeadLetterBatches != 0 || v.InFlightBatches != 0 {
 		t.Fatalf("after delivery: %+v", v)
@@ -327,51 +341,29 @@ func TestRetryLaneBounded(t *testing.T) {
 // goroutine is done, before it goes. Once it is removed, its dead letters
 // cannot be replayed (409) until it is configured again.
 func TestReplayWhileRemoved(t *testing.T) {
-	var calls, ok atomic.Int64
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		if calls.Add(1) == 1 {
-			ctx.SetStatusCode(fasthttp.StatusBadRequest)
-			return
-		}
-		ok.Add(1)
-	}}
-	addr := metricsTestServer(t, srv)
-	g := &gateWriter{match: []byte("batch dead-lettered"), hit: make(chan struct{}), release: make(chan struct{})}
-	a := sub("a", "http://"+addr+"/hooks", 10, 5*time.Millisecond)
-	cfg := testConfig(t, a)
-	r := openRelay(t, cfg, zerolog.New(g))
-	defer stopRelay(t, r)
-	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
-	<-g.hit
-	dls, err := r.store.DeadLetters("a", 10)
-	if err != nil || len(dls) != 1 {
-		t.Fatalf("dead letters: %v, %v", dls, err)
-	}
-	id := dls[0].ID
-	if st, body := post(t, "http://"+r.AdminAddr()+"/v1/dead-letters/"+id+"/replay", ""); st != fasthttp.StatusOK {
-		t.Fatalf("replay: %d %s", st, body)
-	}
-	waitFor(t, 5*time.Second, "the replay's dispatch refused", func() bool { return r.refusedAgain(id) })
+	h := startHeldReplay(t)
+	r, cfg := h.r, h.cfg
+	a := cfg.Subscribers[0]
 	cfg.Subscribers = nil
 	if err := r.Reload(cfg); err != nil {
 		t.Fatal(err)
 	}
-	close(g.release)
+	h.release()
 	waitFor(t, 10*time.Second, "the batch delivered and the subscriber gone", func() bool {
 		bs, err := r.store.Batches()
-		return ok.Load() == 1 && err == nil && len(bs) == 0 && r.subscriber("a") == nil
+		return h.ok.Load() == 1 && err == nil && len(bs) == 0 && r.subscriber("a") == nil
 	})
 
 	// A dead letter of the removed subscriber: no replay, and dropping it
 	// counts once it is configured again.
-	calls.Store(0)
+	h.calls.Store(0)
 	cfg.Subscribers = []config.Subscriber{a}
 	if err := r.Reload(cfg); err != nil {
 		t.Fatal(err)
 	}
 	mustIngest(t, r, "/v1/events", `{"type":"t","data":2}`)
 	waitFor(t, 10*time.Second, "a second dead letter", func() bool { n, err := r.store.DeadLetterCounts(); return err == nil && n["a"] == 1 })
-	dls, err = r.store.DeadLetters("a", 10)
+	dls, err := r.store.DeadLetters("a", 10)
 	if err != nil || len(dls) != 1 {
 		t.Fatalf("dead letters: %v, %v", dls, err)
 	}
