@@ -242,6 +242,9 @@ func (r *Relay) replay(id string) error {
 	}
 	s := r.heldSubscriber(dl.Subscriber)
 	if s == nil {
+		if r.closing.Load() {
+			return storage.ErrClosed // 503: shutting down
+		}
 		return errNotConfigured
 	}
 	if _, err := r.store.Replay(id); err != nil {
@@ -287,9 +290,9 @@ func (r *Relay) replayAll(sub string) (int64, error) {
 			cutoff := j.cutoff
 			j.again = false
 			r.replayMu.Unlock()
-			done := r.replayPass(sub, cutoff)
+			r.replayPass(sub, cutoff) // stopped early or not, a request since asks for another
 			r.replayMu.Lock()
-			if done || !j.again {
+			if !j.again {
 				delete(r.replays, sub)
 				r.replayMu.Unlock()
 				return
@@ -309,10 +312,10 @@ type replayJob struct {
 }
 
 // replayPass requeues and delivers sub's dead letters failed by cutoff, a
-// page at a time in id order. It reports true when it had to stop early
-// (shutdown, the subscriber removed, storage failing): the rest stay dead
-// letters, to replay again.
-func (r *Relay) replayPass(sub string, cutoff int64) (stopped bool) {
+// page at a time in id order. Stopped early (shutdown, the subscriber
+// removed, storage failing), it leaves the rest dead letters, to replay
+// again.
+func (r *Relay) replayPass(sub string, cutoff int64) {
 	after := ""
 	for {
 		page, err := r.store.DeadLettersAfter(sub, after, 100)
@@ -320,10 +323,10 @@ func (r *Relay) replayPass(sub string, cutoff int64) (stopped bool) {
 			if !errors.Is(err, storage.ErrClosed) {
 				r.log.Error().Err(err).Str("subscriber", sub).Msg("replay stopped: cannot read dead letters")
 			}
-			return true
+			return
 		}
 		if len(page) == 0 {
-			return false
+			return
 		}
 		for _, dl := range page {
 			after = dl.ID
@@ -331,7 +334,7 @@ func (r *Relay) replayPass(sub string, cutoff int64) (stopped bool) {
 				continue // failed again since: not replayed twice by one request
 			}
 			if !r.replayOne(sub, dl.ID) {
-				return true
+				return
 			}
 		}
 	}

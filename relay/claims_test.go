@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -463,5 +464,82 @@ func TestReplayAllThenRemoved(t *testing.T) {
 	}
 	if bs, err := r.store.Batches(); err != nil || len(bs) != 0 {
 		t.Fatalf("after a refused replay: %d pending (%v)", len(bs), err)
+	}
+}
+
+// TestReplayOrderedIdle: an ordered subscriber (a window of one) with no
+// new events: its replayed dead letters are delivered, the idle loop not
+// holding the window's slot.
+func TestReplayOrderedIdle(t *testing.T) {
+	var refuse atomic.Bool
+	refuse.Store(true)
+	var delivered atomic.Int64
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if refuse.Load() {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			return
+		}
+		delivered.Add(1)
+	}}
+	addr := metricsTestServer(t, srv)
+	a := sub("a", "http://"+addr+"/hooks", 1, time.Millisecond)
+	a.Ordered = true
+	r := startRelay(t, testConfig(t, a))
+	mustIngest(t, r, "/v1/events", "["+strings.Repeat(`{"type":"t","data":1},`, 3)+`{"type":"t","data":1}]`)
+	waitFor(t, 10*time.Second, "4 dead letters, counted", func() bool {
+		n, err := r.store.DeadLetterCounts()
+		return err == nil && n["a"] == 4 && r.subscriber("a").view().DeadLetterBatches == 4
+	})
+	refuse.Store(false)
+	dls, err := r.store.DeadLetters("a", 1)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("dead letters: %v, %v", dls, err)
+	}
+	if st, body := post(t, "http://"+r.AdminAddr()+"/v1/dead-letters/"+dls[0].ID+"/replay", ""); st != fasthttp.StatusOK {
+		t.Fatalf("replay: %d %s", st, body)
+	}
+	waitFor(t, 10*time.Second, "the replayed batch delivered", func() bool { return delivered.Load() == 1 })
+	if st, body := post(t, "http://"+r.AdminAddr()+"/v1/subscribers/a/dead-letters/replay", ""); st != fasthttp.StatusOK || !strings.Contains(body, `"replayed":3`) {
+		t.Fatalf("replay all: %d %s", st, body)
+	}
+	waitFor(t, 10*time.Second, "the other 3 delivered", func() bool { return delivered.Load() == 4 })
+}
+
+// TestReplayDuringClose: a replay asked for while the relay shuts down
+// (a delivery in flight holding it up) is answered 503, not 409.
+func TestReplayDuringClose(t *testing.T) {
+	var calls atomic.Int64
+	block := make(chan struct{})
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if calls.Add(1) == 1 {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			return
+		}
+		<-block
+	}}
+	addr := metricsTestServer(t, srv)
+	r := openRelay(t, testConfig(t, sub("a", "http://"+addr+"/hooks", 1, time.Millisecond)), testLogger(t))
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
+	waitFor(t, 10*time.Second, "a dead letter", func() bool { n, err := r.store.DeadLetterCounts(); return err == nil && n["a"] == 1 })
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":2}`)
+	waitFor(t, 10*time.Second, "a delivery in flight", func() bool { return calls.Load() == 2 })
+	dls, err := r.store.DeadLetters("a", 1)
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("dead letters: %v, %v", dls, err)
+	}
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		closed <- r.Close(ctx)
+	}()
+	waitFor(t, 5*time.Second, "closing", func() bool { return r.closing.Load() })
+	st, body := post(t, "http://"+r.AdminAddr()+"/v1/dead-letters/"+dls[0].ID+"/replay", "")
+	close(block)
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if st != fasthttp.StatusServiceUnavailable {
+		t.Fatalf("replay while shutting down: %d %s, want 503", st, body)
 	}
 }

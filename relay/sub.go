@@ -141,12 +141,18 @@ func (s *subscriber) run(recovered []*storage.Batch) {
 	timer.Stop()
 	defer timer.Stop()
 	for {
-		if !s.acquire() {
-			return
-		}
+		// The window slot is taken once there is something to form: an
+		// idle subscriber holds none, so a replay or a retry due can have
+		// it (an ordered subscriber's window has one).
 		reason := s.fill(&cursor, timer)
 		if reason == batcher.None {
-			<-s.window
+			return
+		}
+		if reason == batcher.Shutdown {
+			if !s.tryAcquire() {
+				return // the open batch's events stay queued
+			}
+		} else if !s.acquire() {
 			return
 		}
 		if seq := s.unreadable; seq != 0 {
