@@ -271,6 +271,9 @@ func (r *Relay) replay(id string) error {
 // however many dead letters there are. One goroutine replays a subscriber's
 // dead letters; a request while it runs has it start another pass.
 func (r *Relay) replayAll(sub string) (int64, error) {
+	if r.closing.Load() {
+		return 0, storage.ErrClosed
+	}
 	n := r.deadCounter(sub).Load()
 	r.replayMu.Lock()
 	defer r.replayMu.Unlock()

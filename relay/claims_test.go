@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -541,5 +542,49 @@ func TestReplayDuringClose(t *testing.T) {
 	}
 	if st != fasthttp.StatusServiceUnavailable {
 		t.Fatalf("replay while shutting down: %d %s, want 503", st, body)
+	}
+}
+
+// TestBatchTakesEventsQueuedWhileItWaited: an ordered subscriber's batch
+// waits for the window's one slot, held by the delivery before it. Events
+// queued meanwhile go with it when it gets the slot, not a delivery later.
+func TestBatchTakesEventsQueuedWhileItWaited(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var counts []string
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		mu.Lock()
+		counts = append(counts, string(ctx.Request.Header.Peek("X-Webhook-Batch-Count")))
+		first := len(counts) == 1
+		mu.Unlock()
+		if first {
+			<-release
+		}
+	}}
+	addr := metricsTestServer(t, srv)
+	a := sub("a", "http://"+addr+"/hooks", 10, 5*time.Millisecond)
+	a.Ordered = true
+	r := startRelay(t, testConfig(t, a))
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
+	waitFor(t, 5*time.Second, "the first delivery held", func() bool { mu.Lock(); defer mu.Unlock(); return len(counts) == 1 })
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":2}`)
+	waitFor(t, 5*time.Second, "the second batch waiting for the slot", func() bool {
+		return metricValue(t, r, `hookbatch_limit_waits_total{limit="subscriber_window"}`) >= 1
+	})
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":3}`)
+	close(release)
+	waitFor(t, 10*time.Second, "two batches delivered", func() bool { mu.Lock(); defer mu.Unlock(); return len(counts) >= 2 })
+	waitFor(t, 5*time.Second, "nothing left queued", func() bool { return r.subscriber("a").view().QueuedEvents == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(counts, []string{"1", "2"}) {
+		t.Fatalf("batches of %v events, want [1 2]", counts)
 	}
 }

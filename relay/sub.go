@@ -148,12 +148,22 @@ func (s *subscriber) run(recovered []*storage.Batch) {
 		if reason == batcher.None {
 			return
 		}
-		if reason == batcher.Shutdown {
+		if reason == batcher.Shutdown || s.life.Err() != nil {
 			if !s.tryAcquire() {
 				return // the open batch's events stay queued
 			}
-		} else if !s.acquire() {
-			return
+		} else if !s.tryAcquire() {
+			if !s.acquire() {
+				return
+			}
+			if reason == batcher.Wait {
+				// Events queued while it waited for its slot go with it
+				// (an unreadable one is found by the next fill).
+				_ = s.readMore(&cursor)
+				if r := s.b.Full(); r != batcher.None {
+					reason = r
+				}
+			}
 		}
 		if seq := s.unreadable; seq != 0 {
 			s.unreadable = 0
