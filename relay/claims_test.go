@@ -194,17 +194,7 @@ func TestReplayAllAcrossReload(t *testing.T) {
 // batches pending at once than the subscriber's window holds, so neither
 // memory nor a restart's recovery grows with them.
 func TestReplayAllWithinWindow(t *testing.T) {
-	var delivered atomic.Int64
-	refuse := atomic.Bool{}
-	refuse.Store(true)
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		if refuse.Load() {
-			ctx.SetStatusCode(fasthttp.StatusBadRequest)
-			return
-		}
-		delivered.Add(1)
-	}}
-	addr := metricsTestServer(t, srv)
+	addr, refuse, delivered := refusingSink(t)
 	cfg := testConfig(t, sub("a", "http://"+addr+"/hooks", 1, time.Millisecond))
 	cfg.Delivery.PerHostConcurrency = 2 // a window of 4
 	r := startRelay(t, cfg)
@@ -472,17 +462,7 @@ func TestReplayAllThenRemoved(t *testing.T) {
 // new events: its replayed dead letters are delivered, the idle loop not
 // holding the window's slot.
 func TestReplayOrderedIdle(t *testing.T) {
-	var refuse atomic.Bool
-	refuse.Store(true)
-	var delivered atomic.Int64
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		if refuse.Load() {
-			ctx.SetStatusCode(fasthttp.StatusBadRequest)
-			return
-		}
-		delivered.Add(1)
-	}}
-	addr := metricsTestServer(t, srv)
+	addr, refuse, delivered := refusingSink(t)
 	a := sub("a", "http://"+addr+"/hooks", 1, time.Millisecond)
 	a.Ordered = true
 	r := startRelay(t, testConfig(t, a))
@@ -587,4 +567,19 @@ func TestBatchTakesEventsQueuedWhileItWaited(t *testing.T) {
 	if !slices.Equal(counts, []string{"1", "2"}) {
 		t.Fatalf("batches of %v events, want [1 2]", counts)
 	}
+}
+
+// refusingSink is a subscriber that answers 400 (dead-lettering every
+// batch at once) while refuse is set, and counts the batches it takes.
+func refusingSink(t *testing.T) (addr string, refuse *atomic.Bool, delivered *atomic.Int64) {
+	t.Helper()
+	refuse, delivered = new(atomic.Bool), new(atomic.Int64)
+	refuse.Store(true)
+	return metricsTestServer(t, &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if refuse.Load() {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			return
+		}
+		delivered.Add(1)
+	}}), refuse, delivered
 }
