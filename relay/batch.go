@@ -223,6 +223,17 @@ func (s *subscriber) pause(reason string) error {
 	return nil
 }
 
+// inheritPause gives s, not started yet, the pause of old, the subscriber
+// it replaces: what old holds in memory is what it stored.
+func (s *subscriber) inheritPause(old *subscriber) {
+	old.mu.Lock()
+	paused, reason := old.paused, old.pauseReason
+	old.mu.Unlock()
+	if paused {
+		s.setPausedLocked(reason)
+	}
+}
+
 func (s *subscriber) setPausedLocked(reason string) {
 	s.paused, s.pauseReason, s.resumed = true, reason, make(chan struct{})
 	s.log.Warn().Str("reason", reason).Msg("subscriber paused")

@@ -88,7 +88,8 @@ func (r *Relay) Reload(cfg config.Config) error {
 		s.active.Wait()
 	}
 	// The replaced subscribers are stopped: from here on Reload carries
-	// through. A read failure only delays stored batches to the restart.
+	// through. A read failure only delays stored batches to the restart;
+	// a replacement takes its predecessor's pause from memory, read or not.
 	st, err := r.loadStored()
 	if err != nil {
 		r.log.Error().Err(err).Msg("reload: cannot read stored state; stored batches are delivered after a restart")
@@ -100,8 +101,12 @@ func (r *Relay) Reload(cfg config.Config) error {
 		} else {
 			r.subs = append(r.subs, s)
 		}
+		if old := byID[s.cfg.ID]; old != nil {
+			s.inheritPause(old)
+		} else {
+			st.restore(s)
+		}
 		r.byID[s.cfg.ID] = s
-		st.restore(s)
 		mine := st.batches[s.cfg.ID]
 		s.start(mine)
 		r.log.Info().Str("subscriber", s.cfg.ID).Int("recovered_batches", len(mine)).Msg("reload: subscriber started")

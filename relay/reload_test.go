@@ -100,3 +100,36 @@ func TestReloadRejectsBadSubscriber(t *testing.T) {
 	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
 	waitFor(t, 10*time.Second, "delivery after a rejected reload", func() bool { return s.Stats().Events == 1 })
 }
+
+// TestReloadKeepsPause: a paused subscriber changed by a reload stays
+// paused, with its reason, until it is resumed; then its events go out.
+func TestReloadKeepsPause(t *testing.T) {
+	snk := startSink(t, sink.Options{})
+	a := sub("a", snk.URL(), 10, 5*time.Millisecond)
+	cfg := testConfig(t, a)
+	r := startRelay(t, cfg)
+	admin := "http://" + r.AdminAddr() + "/v1/subscribers/a/"
+	if st, body := post(t, admin+"pause", ""); st != 200 {
+		t.Fatalf("pause: %d %s", st, body)
+	}
+	before := r.subscriber("a")
+	want := before.view().PauseReason
+
+	a.Batch.MaxEvents = 5
+	cfg.Subscribers = []config.Subscriber{a}
+	if err := r.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	after := r.subscriber("a")
+	if after == before {
+		t.Fatal("the reload did not replace the changed subscriber")
+	}
+	if v := after.view(); !v.Paused || v.PauseReason != want {
+		t.Fatalf("after the reload: paused %v (%q), want paused (%q)", v.Paused, v.PauseReason, want)
+	}
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
+	if st, body := post(t, admin+"resume", ""); st != 200 {
+		t.Fatalf("resume: %d %s", st, body)
+	}
+	waitFor(t, 10*time.Second, "the event delivered after the resume", func() bool { return snk.Stats().Events == 1 })
+}
