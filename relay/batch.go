@@ -184,6 +184,7 @@ func (s *subscriber) split(b *storage.Batch) {
 	s.log.Warn().Str("batch_id", b.ID).Int("attempt", b.Attempts).Int("status", b.LastStatus).
 		Str("error", "subscriber answered 413: batch split in two").Str("next_attempt_in", "0s (as its halves)").
 		Int("events", len(b.Seqs)).Msg("delivery failed")
+	s.untrack(b.ID) // its halves are in flight now, each in its turn
 	for _, h := range halves {
 		if s.life.Err() != nil {
 			return

@@ -931,3 +931,32 @@ func TestOrderedThroughFailures(t *testing.T) {
 		t.Errorf("stats %+v: want at least %d batches and no duplicates", st, requests*per/7)
 	}
 }
+
+// TestSplitInFlight: while the second half of a split batch is delivered,
+// the admin API counts one batch in flight, not the split one as well.
+func TestSplitInFlight(t *testing.T) {
+	t.Parallel()
+	srv := startScript(t, func(_ int, h hit) reply {
+		switch {
+		case h.count > 2:
+			return reply{status: 413}
+		case strings.HasSuffix(h.batchID, ".2"):
+			return reply{status: 200, hang: time.Minute}
+		}
+		return reply{status: 200}
+	})
+	r := startRelay(t, testConfig(t, sub("s", srv.URL(), 4, 10*time.Millisecond)))
+	t.Cleanup(srv.Release)
+	mustIngest(t, r, "/v1/events", seqEvents("t", 0, 4))
+	waitFor(t, 10*time.Second, "the second half sent", func() bool {
+		hits := srv.Hits()
+		return len(hits) == 3 && strings.HasSuffix(hits[2].batchID, ".2")
+	})
+	if v := subscriberState(t, r, "s"); v.InFlightBatches != 1 {
+		t.Errorf("in flight while the second half is sent: %d, want 1", v.InFlightBatches)
+	}
+	srv.Release()
+	waitFor(t, 10*time.Second, "4 events delivered", func() bool {
+		return metricValue(t, r, `hookbatch_events_delivered_total{subscriber="s"}`) == 4
+	})
+}
