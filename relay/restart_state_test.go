@@ -8,7 +8,9 @@ import (
 
 	"github.com/hookbatch/hookbatch/config"
 	"github.com/hookbatch/hookbatch/sink"
+	"github.com/hookbatch/hookbatch/storage"
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
 )
 
 // TestPausedBatchCountsAfterRestart: a batch formed for a paused subscriber
@@ -71,4 +73,47 @@ func TestUnconfiguredSubscriberReported(t *testing.T) {
 	back.Subscribers = []config.Subscriber{cfg.Subscribers[0], sub("b", b.URL(), 10, 20*time.Millisecond)}
 	startRelay(t, back)
 	waitFor(t, 10*time.Second, "b's events once it is back", func() bool { return len(eventsOf(b)) == 3 })
+}
+
+// TestShutdownLeavesBacklogQueued: a subscriber catching up on a backlog
+// when the relay shuts down stores at most its open batch: the backlog
+// stays queued rather than turned into stored batches (which a restart
+// would hold in memory all at once), and nothing is lost.
+func TestShutdownLeavesBacklogQueued(t *testing.T) {
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {}}
+	addr := metricsTestServer(t, srv)
+	body := "[" + strings.Repeat(`{"type":"t","data":1},`, 999) + `{"type":"t","data":1}]`
+	for trial := range 3 {
+		cfg := testConfig(t, sub("a", "http://"+addr+"/hooks", 1, time.Millisecond))
+		cfg.Delivery.PerHostConcurrency = 8 // a window of 16
+		r := openRelay(t, cfg, zerolog.Nop())
+		for range 10 {
+			mustIngest(t, r, "/v1/events", body)
+		}
+		stopRelay(t, r)
+		delivered := r.subscriber("a").metrics.eventsDelivered.Get()
+
+		st, err := storage.Open(storage.Options{Dir: cfg.DataDir, Logger: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs, err := st.Batches()
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := st.Queue("a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		left := q.Depth()
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if window := 2 * cfg.Delivery.PerHostConcurrency; len(bs) > 2*window {
+			t.Fatalf("trial %d: %d batches stored after the shutdown, more than the window and the retry lane (%d)", trial, len(bs), 2*window)
+		}
+		if int64(delivered)+left != 10_000 {
+			t.Fatalf("trial %d: %d delivered + %d left stored, want 10000", trial, delivered, left)
+		}
+	}
 }

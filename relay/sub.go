@@ -149,10 +149,16 @@ func (s *subscriber) run(recovered []*storage.Batch) {
 			return
 		}
 		if reason == batcher.Shutdown || s.life.Err() != nil {
-			if !s.tryAcquire() {
-				return // the open batch's events stay queued
+			// Shutting down: the open batch is stored if the window has
+			// room (it is delivered after the restart), once; the rest
+			// stays queued. Taking the slots the ending deliveries free
+			// would turn the whole backlog into batches.
+			if s.unreadable == 0 && s.tryAcquire() {
+				s.store([]formedBatch{s.form(reason)})
 			}
-		} else if !s.tryAcquire() {
+			return
+		}
+		if !s.tryAcquire() {
 			if !s.acquire() {
 				return
 			}
