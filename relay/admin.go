@@ -435,8 +435,9 @@ func rfc3339(nanos int64) string {
 
 // view is the subscriber's entry in the admin API.
 func (s *subscriber) view() subscriberView {
+	paused, reason, _ := s.paused.get()
 	s.mu.Lock()
-	paused, reason, inflight := s.paused, s.pauseReason, len(s.pending)+len(s.parked)
+	inflight := len(s.pending) + len(s.parked)
 	s.mu.Unlock()
 	return subscriberView{
 		ID:                s.cfg.ID,

@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/hookbatch/hookbatch/batcher"
@@ -193,11 +194,32 @@ func (s *subscriber) split(b *storage.Batch) {
 	}
 }
 
+// pauseState is whether the subscribers of one id are paused. Every
+// subscriber of that id a reload starts shares it, so a pause or a resume
+// that reaches one being replaced holds for its replacement too; it is
+// what storage holds (pause, resume).
+type pauseState struct {
+	mu      sync.Mutex
+	paused  bool
+	reason  string
+	resumed chan struct{} // closed on resume
+}
+
+// get returns the state: paused, why, and what closes at the resume.
+func (p *pauseState) get() (paused bool, reason string, resumed <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.paused, p.reason, p.resumed
+}
+
+// setLocked records a pause, stored already.
+func (p *pauseState) setLocked(reason string) {
+	p.paused, p.reason, p.resumed = true, reason, make(chan struct{})
+}
+
 // waitActive waits while the subscriber is paused; false at shutdown.
 func (s *subscriber) waitActive() bool {
-	s.mu.Lock()
-	paused, ch := s.paused, s.resumed
-	s.mu.Unlock()
+	paused, _, ch := s.paused.get()
 	if !paused {
 		return true
 	}
@@ -212,45 +234,32 @@ func (s *subscriber) waitActive() bool {
 // pause stops deliveries of s until resume; ingest keeps accepting. The
 // pause is stored, so it outlives a restart.
 func (s *subscriber) pause(reason string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.paused {
+	p := s.paused
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.paused {
 		return nil
 	}
 	if err := s.r.store.SetPaused(s.cfg.ID, reason); err != nil {
 		return err
 	}
-	s.setPausedLocked(reason)
+	p.setLocked(reason)
+	s.log.Warn().Str("reason", reason).Msg("subscriber paused")
 	return nil
 }
 
-// inheritPause gives s, not started yet, the pause of old, the subscriber
-// it replaces: what old holds in memory is what it stored.
-func (s *subscriber) inheritPause(old *subscriber) {
-	old.mu.Lock()
-	paused, reason := old.paused, old.pauseReason
-	old.mu.Unlock()
-	if paused {
-		s.setPausedLocked(reason)
-	}
-}
-
-func (s *subscriber) setPausedLocked(reason string) {
-	s.paused, s.pauseReason, s.resumed = true, reason, make(chan struct{})
-	s.log.Warn().Str("reason", reason).Msg("subscriber paused")
-}
-
 func (s *subscriber) resume() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.paused {
+	p := s.paused
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.paused {
 		return nil
 	}
 	if err := s.r.store.SetPaused(s.cfg.ID, ""); err != nil {
 		return err
 	}
-	s.paused, s.pauseReason = false, ""
-	close(s.resumed)
+	p.paused, p.reason = false, ""
+	close(p.resumed)
 	s.log.Info().Msg("subscriber resumed")
 	return nil
 }

@@ -60,6 +60,10 @@ type Relay struct {
 	// stores, replays or drops one, so a reload cannot lose a change.
 	deadMu sync.Mutex
 	dead   map[string]*atomic.Int64
+	// pauses holds each subscriber id's pause: read from storage at start,
+	// then changed only with what is stored (pause, resume).
+	pauseMu sync.Mutex
+	pauses  map[string]*pauseState
 
 	// replays holds the replay of each subscriber's dead letters under way.
 	replayMu sync.Mutex
@@ -92,6 +96,7 @@ func New(cfg config.Config, log zerolog.Logger, version string) (*Relay, error) 
 		byID:    make(map[string]*subscriber, len(cfg.Subscribers)),
 		claims:  make(map[string]bool),
 		dead:    make(map[string]*atomic.Int64),
+		pauses:  make(map[string]*pauseState),
 		replays: make(map[string]*replayJob),
 	}
 	r.metrics = newRelayMetrics(r)
@@ -172,20 +177,15 @@ func (r *Relay) subscribers() []*subscriber {
 	return slices.Clone(r.subs)
 }
 
-// stored is what storage holds about subscribers, read at start and at
-// each reload: pauses and batches awaiting delivery.
+// stored is what storage holds about subscribers' batches, read at start
+// and at each reload: those awaiting delivery.
 type stored struct {
-	paused  map[string]string
 	batches map[string][]*storage.Batch
 	total   int // batches awaiting delivery
 }
 
 func (r *Relay) loadStored() (stored, error) {
 	var st stored
-	var err error
-	if st.paused, err = r.store.Paused(); err != nil {
-		return st, err
-	}
 	pending, err := r.store.Batches()
 	if err != nil {
 		return st, err
@@ -196,13 +196,6 @@ func (r *Relay) loadStored() (stored, error) {
 		st.batches[b.Subscriber] = append(st.batches[b.Subscriber], b)
 	}
 	return st, nil
-}
-
-// restore gives s its stored pause.
-func (st stored) restore(s *subscriber) {
-	if reason, ok := st.paused[s.cfg.ID]; ok {
-		s.setPausedLocked(reason)
-	}
 }
 
 // deadCounter returns the dead-letter count of subscriber id.
@@ -217,6 +210,18 @@ func (r *Relay) deadCounter(id string) *atomic.Int64 {
 	return c
 }
 
+// pauseOf returns the pause state of subscriber id.
+func (r *Relay) pauseOf(id string) *pauseState {
+	r.pauseMu.Lock()
+	defer r.pauseMu.Unlock()
+	p := r.pauses[id]
+	if p == nil {
+		p = new(pauseState)
+		r.pauses[id] = p
+	}
+	return p
+}
+
 func (r *Relay) addSubscribers() error {
 	dead, err := r.store.DeadLetterCounts()
 	if err != nil {
@@ -225,16 +230,21 @@ func (r *Relay) addSubscribers() error {
 	for id, n := range dead {
 		r.deadCounter(id).Store(int64(n))
 	}
-	st, err := r.loadStored()
+	paused, err := r.store.Paused()
 	if err != nil {
 		return err
+	}
+	for id, reason := range paused {
+		r.pauseOf(id).setLocked(reason) // nothing else sees it yet
 	}
 	for i := range r.cfg.Subscribers {
 		s, err := newSubscriber(r, r.cfg.Subscribers[i])
 		if err != nil {
 			return err
 		}
-		st.restore(s)
+		if paused, reason, _ := s.paused.get(); paused {
+			s.log.Warn().Str("reason", reason).Msg("subscriber paused")
+		}
 		r.subs = append(r.subs, s)
 		r.byID[s.cfg.ID] = s
 	}

@@ -88,8 +88,7 @@ func (r *Relay) Reload(cfg config.Config) error {
 		s.active.Wait()
 	}
 	// The replaced subscribers are stopped: from here on Reload carries
-	// through. A read failure only delays stored batches to the restart;
-	// a replacement takes its predecessor's pause from memory, read or not.
+	// through. A read failure only delays stored batches to the restart.
 	st, err := r.loadStored()
 	if err != nil {
 		r.log.Error().Err(err).Msg("reload: cannot read stored state; stored batches are delivered after a restart")
@@ -100,11 +99,6 @@ func (r *Relay) Reload(cfg config.Config) error {
 			r.subs[i] = s
 		} else {
 			r.subs = append(r.subs, s)
-		}
-		if old := byID[s.cfg.ID]; old != nil {
-			s.inheritPause(old)
-		} else {
-			st.restore(s)
 		}
 		r.byID[s.cfg.ID] = s
 		mine := st.batches[s.cfg.ID]

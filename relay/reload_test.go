@@ -2,11 +2,14 @@ package relay
 
 import (
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hookbatch/hookbatch/config"
 	"github.com/hookbatch/hookbatch/sink"
+	"github.com/valyala/fasthttp"
 )
 
 // TestReloadAddsChangesAndDrainsSubscribers reloads subscribers while
@@ -132,4 +135,50 @@ func TestReloadKeepsPause(t *testing.T) {
 		t.Fatalf("resume: %d %s", st, body)
 	}
 	waitFor(t, 10*time.Second, "the event delivered after the resume", func() bool { return snk.Stats().Events == 1 })
+}
+
+// TestPauseRacingReload: pauses and resumes through the admin API while
+// reloads replace the subscriber. However they interleave (one may reach
+// the subscriber being replaced), the one in force ends paused exactly
+// when storage says so.
+func TestPauseRacingReload(t *testing.T) {
+	a := sub("a", downURL(t), 10, 5*time.Millisecond)
+	cfg := testConfig(t, a)
+	r := startRelay(t, cfg)
+	admin := "http://" + r.AdminAddr() + "/v1/subscribers/a/"
+	for i := range 100 {
+		var stop atomic.Bool
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Go(func() {
+				for k := 0; !stop.Load(); k++ {
+					op := "pause"
+					if (k+g)%2 == 1 {
+						op = "resume"
+					}
+					code, body, err := fasthttp.Post(nil, admin+op, nil)
+					if err != nil || code != fasthttp.StatusOK {
+						t.Errorf("%s: %d %s %v", op, code, body, err)
+						return
+					}
+				}
+			})
+		}
+		a.Headers = map[string]string{"X-N": fmt.Sprint(i)} // a change: the subscriber is replaced
+		cfg.Subscribers = []config.Subscriber{a}
+		err := r.Reload(cfg)
+		stop.Store(true)
+		wg.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		inForce, _, _ := r.subscriber("a").paused.get()
+		stored, err := r.store.Paused()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := stored["a"]; inForce != ok {
+			t.Fatalf("reload %d: the subscriber in force paused %v, storage paused %v", i, inForce, ok)
+		}
+	}
 }

@@ -51,10 +51,9 @@ type subscriber struct {
 	// Retry-After on 429 or 503.
 	notBefore atomic.Int64
 
+	paused *pauseState // the relay's for this id (pauseOf)
+
 	mu          sync.Mutex
-	paused      bool
-	pauseReason string
-	resumed     chan struct{}    // closed on resume
 	pending     map[string]int64 // batch id -> oldest receive time, of batches being delivered
 	parked      map[string]parked
 	parkStopped bool
@@ -101,6 +100,7 @@ func newSubscriber(r *Relay, cfg config.Subscriber) (*subscriber, error) {
 		parked:  make(map[string]parked),
 	}
 	s.dead = r.deadCounter(cfg.ID)
+	s.paused = r.pauseOf(cfg.ID)
 	s.life, s.stop = context.WithCancel(r.life)
 	s.metrics = newSubMetrics(r.metrics, s)
 	return s, nil
