@@ -41,6 +41,9 @@ func (r *Relay) Reload(cfg config.Config) error {
 		}
 		s, err := newSubscriber(r, sc)
 		if err != nil {
+			for _, f := range fresh {
+				f.stop() // never started: only its context to release
+			}
 			return err
 		}
 		fresh = append(fresh, s)
@@ -119,6 +122,7 @@ func (r *Relay) retire(s *subscriber) {
 	s.retired = true // replays wait for the restart, or for it to be configured again
 	s.holdMu.Unlock()
 	s.active.Wait()
+	s.stop() // nothing of it runs any more: release its context
 	r.subsMu.Lock()
 	defer r.subsMu.Unlock()
 	if r.byID[s.cfg.ID] != s {
