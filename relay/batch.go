@@ -76,6 +76,9 @@ func (s *subscriber) deliver(b *storage.Batch, held *heldBody) {
 			if s.life.Err() != nil {
 				return
 			}
+			if errors.Is(res.err, errPausedMeanwhile) {
+				continue // waitActive holds it until the resume
+			}
 			s.metrics.attempt("circuit_open")
 			if !s.pauseFor(wait) {
 				return
@@ -219,15 +222,16 @@ func (p *pauseState) setLocked(reason string) {
 
 // waitActive waits while the subscriber is paused; false at shutdown.
 func (s *subscriber) waitActive() bool {
-	paused, _, ch := s.paused.get()
-	if !paused {
-		return true
-	}
-	select {
-	case <-ch:
-		return true
-	case <-s.life.Done():
-		return false
+	for {
+		paused, _, ch := s.paused.get()
+		if !paused {
+			return true
+		}
+		select {
+		case <-ch: // paused again since, perhaps: look again
+		case <-s.life.Done():
+			return false
+		}
 	}
 }
 

@@ -165,10 +165,14 @@ func (h *host) circuit() circuitState {
 	return h.state
 }
 
+// errPausedMeanwhile: the subscriber was paused while an attempt waited
+// for its slots, so nothing was sent.
+var errPausedMeanwhile = errors.New("subscriber paused")
+
 // attempt POSTs body to s once, within the global and per-host limits, and
 // counts it in b.Attempts. ok is false when the breaker kept the request
-// back (no attempt is used up; wait says for how long) or shutdown came
-// while it waited for a slot.
+// back (no attempt is used up; wait says for how long), shutdown came
+// while it waited for a slot, or a pause did (res.err errPausedMeanwhile).
 func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res result, ok bool, wait time.Duration) {
 	cb := &o.r.cfg.Delivery.CircuitBreaker
 	ok, probe, wait := s.host.allow(time.Now(), cb.OpenDuration)
@@ -185,6 +189,14 @@ func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res re
 		<-s.host.sem
 		s.host.abandon(probe)
 		return result{}, false, 0
+	}
+	if paused, _, _ := s.paused.get(); paused {
+		// Paused while it waited for its slots (a pause or a 410 answered
+		// meanwhile): it waits for the resume instead.
+		<-o.global
+		<-s.host.sem
+		s.host.abandon(probe)
+		return result{err: errPausedMeanwhile}, false, 0
 	}
 	b.Attempts++
 	s.inflight.Add(1)

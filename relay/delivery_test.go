@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -959,4 +960,89 @@ func TestSplitInFlight(t *testing.T) {
 	waitFor(t, 10*time.Second, "4 events delivered", func() bool {
 		return metricValue(t, r, `hookbatch_events_delivered_total{subscriber="s"}`) == 4
 	})
+}
+
+// waitingForResume counts the deliveries blocked until their subscriber
+// is resumed (in waitActive's select), from the goroutines' stacks.
+func waitingForResume() int {
+	buf := make([]byte, 1<<20)
+	n := 0
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(header, "[select") && strings.Contains(g, "relay.(*subscriber).waitActive") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestPauseHoldsBatchWaitingForSlot: a batch waiting for its host's slot
+// when the subscriber is paused is not sent once the slot frees: it waits
+// for the resume.
+func TestPauseHoldsBatchWaitingForSlot(t *testing.T) {
+	srv := startScript(t, func(n int, h hit) reply {
+		if n == 1 {
+			return reply{status: 200, hang: time.Minute}
+		}
+		return reply{status: 200}
+	})
+	t.Cleanup(srv.Release)
+	cfg := testConfig(t, sub("a", srv.URL(), 1, time.Millisecond))
+	cfg.Delivery.PerHostConcurrency = 1 // one batch sent, one waiting for the host's slot
+	r := startRelay(t, cfg)
+	mustIngest(t, r, "/v1/events", seqEvents("t", 0, 1))
+	waitFor(t, 10*time.Second, "the first batch sent (its answer held)", func() bool { return len(srv.Hits()) == 1 })
+	waits := r.metrics.limitWaits[limitHost].Get()
+	mustIngest(t, r, "/v1/events", seqEvents("t", 1, 1))
+	waitFor(t, 10*time.Second, "the second batch waiting for the host's slot", func() bool {
+		return r.metrics.limitWaits[limitHost].Get() > waits
+	})
+	admin := "http://" + r.AdminAddr() + "/v1/subscribers/a/"
+	if st, body := post(t, admin+"pause", ""); st != 200 {
+		t.Fatalf("pause: %d %s", st, body)
+	}
+	srv.Release() // the first batch is answered: the slot frees
+	waitFor(t, 10*time.Second, "the second batch waiting for the resume", func() bool { return waitingForResume() == 1 })
+	if n := len(srv.Hits()); n != 1 {
+		t.Fatalf("%d requests while paused, want the first one only", n)
+	}
+	if st, body := post(t, admin+"resume", ""); st != 200 {
+		t.Fatalf("resume: %d %s", st, body)
+	}
+	waitFor(t, 10*time.Second, "the second batch sent after the resume", func() bool { return len(srv.Hits()) == 2 })
+}
+
+// TestPausedAgainBeforeWaking: deliveries waiting for a resume that a new
+// pause follows before they run keep waiting, for the second resume.
+func TestPausedAgainBeforeWaking(t *testing.T) {
+	srv := startScript(t, nil)
+	r := startRelay(t, testConfig(t, sub("a", srv.URL(), 1, time.Millisecond)))
+	admin := "http://" + r.AdminAddr() + "/v1/subscribers/a/"
+	if st, body := post(t, admin+"pause", ""); st != 200 {
+		t.Fatalf("pause: %d %s", st, body)
+	}
+	mustIngest(t, r, "/v1/events", seqEvents("t", 0, 3))
+	waitFor(t, 10*time.Second, "3 deliveries waiting for the resume", func() bool { return waitingForResume() == 3 })
+	// What resume and then pause do, under the lock they hold, so that
+	// both happen before the waiting deliveries run.
+	p := r.subscriber("a").paused
+	p.mu.Lock()
+	if err := r.store.SetPaused("a", ""); err != nil {
+		t.Fatal(err)
+	}
+	p.paused, p.reason = false, ""
+	close(p.resumed)
+	if err := r.store.SetPaused("a", "paused again"); err != nil {
+		t.Fatal(err)
+	}
+	p.setLocked("paused again")
+	p.mu.Unlock()
+	waitFor(t, 10*time.Second, "3 deliveries waiting for the second resume", func() bool { return waitingForResume() == 3 })
+	if n := len(srv.Hits()); n != 0 {
+		t.Fatalf("%d requests while paused again", n)
+	}
+	if st, body := post(t, admin+"resume", ""); st != 200 {
+		t.Fatalf("resume: %d %s", st, body)
+	}
+	waitFor(t, 10*time.Second, "3 batches sent after the second resume", func() bool { return len(srv.Hits()) == 3 })
 }
