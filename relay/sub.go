@@ -187,7 +187,7 @@ func (s *subscriber) run(recovered []*storage.Batch) {
 		// them all in one commit instead of one commit each.
 		budget := s.r.store.MaxBatchEvents()
 		for (reason == batcher.Events || reason == batcher.Bytes) && len(formed) < maxFormed &&
-			events+s.cfg.Batch.MaxEvents <= budget && s.tryAcquire() {
+			events+s.cfg.Batch.MaxEvents <= budget && s.life.Err() == nil && s.tryAcquire() {
 			if err := s.readMore(&cursor); err != nil {
 				<-s.window
 				break
