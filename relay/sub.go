@@ -149,9 +149,9 @@ func (s *subscriber) run(recovered []*storage.Batch) {
 			return
 		}
 		if reason == batcher.Shutdown || s.life.Err() != nil {
-			// Shutting down: the open batch is stored if the window has
-			// room (it is delivered after the restart), once; the rest
-			// stays queued. Taking the slots the ending deliveries free
+			// Stopping (shutdown, or a reload replacing s): the open batch
+			// is stored if the window has room, once, and delivered after
+			// the restart or by the replacement; the rest stays queued. Taking the slots the ending deliveries free
 			// would turn the whole backlog into batches.
 			if s.unreadable == 0 && s.tryAcquire() {
 				s.store([]formedBatch{s.form(reason)})
