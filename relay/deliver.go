@@ -234,6 +234,13 @@ func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res re
 	}
 	failed := err != nil || res.status >= 500 || res.status == fasthttp.StatusRequestTimeout
 	s.host.report(failed, now, cb.FailureThreshold)
+	if err == nil && res.status == fasthttp.StatusGone {
+		// Paused before the slots are given back, so that a batch waiting
+		// for them finds the pause (deliver's own call is then a no-op).
+		if err := s.pause(goneReason); err != nil {
+			s.log.Error().Err(err).Msg("cannot store pause")
+		}
+	}
 	return res, true, 0
 }
 

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/hookbatch/hookbatch/config"
 	"github.com/hookbatch/hookbatch/sink"
+	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 )
 
@@ -1045,4 +1047,95 @@ func TestPausedAgainBeforeWaking(t *testing.T) {
 		t.Fatalf("resume: %d %s", st, body)
 	}
 	waitFor(t, 10*time.Second, "3 batches sent after the second resume", func() bool { return len(srv.Hits()) == 3 })
+}
+
+// slowLog is a log that holds back its "delivery failed" lines until
+// release reports true (or a second passes): it widens the window between
+// an attempt's answer and what deliver does with it, as a slow log would.
+type slowLog struct{ release func() bool }
+
+func (g slowLog) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), "delivery failed") {
+		deadline := time.Now().Add(time.Second)
+		for !g.release() && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return len(p), nil
+}
+
+// TestGoneHoldsBatchWaitingForSlot: a 410 pauses the subscriber before
+// its request's slots are given back, so the batch waiting for them is
+// not sent (here the log of the 410 is slow, which widened the gap).
+func TestGoneHoldsBatchWaitingForSlot(t *testing.T) {
+	srv := startScript(t, func(n int, h hit) reply {
+		if n == 1 {
+			return reply{status: 410, hang: time.Minute}
+		}
+		return reply{status: 410}
+	})
+	t.Cleanup(srv.Release)
+	cfg := testConfig(t, sub("a", srv.URL(), 1, time.Millisecond))
+	cfg.Delivery.PerHostConcurrency = 1 // one batch sent, one waiting for the host's slot
+	r := openRelay(t, cfg, zerolog.New(slowLog{release: func() bool { return len(srv.Hits()) > 1 }}))
+	t.Cleanup(func() { stopRelay(t, r) })
+	mustIngest(t, r, "/v1/events", seqEvents("t", 0, 1))
+	waitFor(t, 10*time.Second, "the first batch sent (its answer held)", func() bool { return len(srv.Hits()) == 1 })
+	waits := r.metrics.limitWaits[limitHost].Get()
+	mustIngest(t, r, "/v1/events", seqEvents("t", 1, 1))
+	waitFor(t, 10*time.Second, "the second batch waiting for the host's slot", func() bool {
+		return r.metrics.limitWaits[limitHost].Get() > waits
+	})
+	srv.Release() // the first batch is answered 410
+	waitFor(t, 10*time.Second, "both batches held by the pause, or the second sent", func() bool {
+		return waitingForResume() == 2 || len(srv.Hits()) > 1
+	})
+	if n := len(srv.Hits()); n != 1 {
+		t.Fatalf("%d requests, want 1: a batch was sent after the 410 that paused the subscriber", n)
+	}
+	if v := metricValue(t, r, `hookbatch_delivery_attempts_total{subscriber="a",outcome="permanent"}`); v != 1 {
+		t.Fatalf("permanent attempts %v, want 1", v)
+	}
+}
+
+// TestClosePausedWaitingForSlot: a shutdown while a paused subscriber's
+// batch waits for the host's slot stores everything; after a restart and
+// a resume every event arrives, and the pause counted no attempt.
+func TestClosePausedWaitingForSlot(t *testing.T) {
+	srv := startScript(t, func(n int, h hit) reply {
+		if n == 1 {
+			return reply{status: 200, hang: time.Minute}
+		}
+		return reply{status: 200}
+	})
+	t.Cleanup(srv.Release)
+	cfg := testConfig(t, sub("a", srv.URL(), 1, time.Millisecond))
+	cfg.Delivery.PerHostConcurrency = 1
+	r := openRelay(t, cfg, testLogger(t))
+	mustIngest(t, r, "/v1/events", seqEvents("t", 0, 1))
+	waitFor(t, 10*time.Second, "the first batch sent", func() bool { return len(srv.Hits()) == 1 })
+	waits := r.metrics.limitWaits[limitHost].Get()
+	mustIngest(t, r, "/v1/events", seqEvents("t", 1, 3))
+	waitFor(t, 10*time.Second, "a batch waiting for the host's slot", func() bool {
+		return r.metrics.limitWaits[limitHost].Get() > waits
+	})
+	if st, body := post(t, "http://"+r.AdminAddr()+"/v1/subscribers/a/pause", ""); st != 200 {
+		t.Fatalf("pause: %d %s", st, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := r.Close(ctx); err != nil { // cuts the held request at the deadline
+		t.Fatal(err)
+	}
+	if v := r.subscriber("a").metrics.attempts["circuit_open"].Get(); v != 0 {
+		t.Fatalf("the pause counted %d circuit_open attempts", v)
+	}
+	srv.Release()
+	r = startRelay(t, cfg)
+	if st, body := post(t, "http://"+r.AdminAddr()+"/v1/subscribers/a/resume", ""); st != 200 {
+		t.Fatalf("resume: %d %s", st, body)
+	}
+	waitFor(t, 10*time.Second, "every event delivered", func() bool {
+		return metricValue(t, r, `hookbatch_events_delivered_total{subscriber="a"}`) == 4
+	})
 }

@@ -39,6 +39,9 @@ type decision struct {
 	reason  string        // for logs and dead letters
 }
 
+// goneReason is why a subscriber that answered 410 is paused.
+const goneReason = "subscriber answered 410 Gone"
+
 // decide applies the retry policy to b (whose Attempts already counts this
 // attempt) after res.
 func decide(p *config.Retry, b *storage.Batch, res result, now time.Time, rnd func() float64) decision {
@@ -51,7 +54,7 @@ func decide(p *config.Retry, b *storage.Batch, res result, now time.Time, rnd fu
 	case res.err == nil && s >= 300 && s < 400:
 		return decision{verdict: deadLetter, outcome: "permanent", reason: "redirect (" + strconv.Itoa(s) + ") not followed"}
 	case s == fasthttp.StatusGone:
-		return decision{verdict: pauseSubscriber, outcome: "permanent", reason: "subscriber answered 410 Gone"}
+		return decision{verdict: pauseSubscriber, outcome: "permanent", reason: goneReason}
 	case s == fasthttp.StatusRequestEntityTooLarge:
 		if len(b.Seqs) > 1 {
 			return decision{verdict: splitBatch, outcome: "permanent", reason: "subscriber answered 413: splitting the batch"}
