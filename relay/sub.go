@@ -162,6 +162,10 @@ func (s *subscriber) run(recovered []*storage.Batch) {
 			if !s.acquire() {
 				return
 			}
+			if s.life.Err() != nil {
+				<-s.window // a slot and the end came together: stop as above
+				continue
+			}
 			if reason == batcher.Wait {
 				// Events queued while it waited for its slot go with it
 				// (an unreadable one is found by the next fill).
