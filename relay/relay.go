@@ -235,7 +235,10 @@ func (r *Relay) addSubscribers() error {
 		return err
 	}
 	for id, reason := range paused {
-		r.pauseOf(id).setLocked(reason) // nothing else sees it yet
+		p := r.pauseOf(id)
+		p.mu.Lock()
+		p.setLocked(reason)
+		p.mu.Unlock()
 	}
 	for i := range r.cfg.Subscribers {
 		s, err := newSubscriber(r, r.cfg.Subscribers[i])
