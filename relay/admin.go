@@ -191,7 +191,8 @@ func (r *Relay) admin(ctx *fasthttp.RequestCtx, p []string) (any, *httpError) {
 			limit = n
 		}
 		sub := string(args.Peek("subscriber"))
-		if sub != "" && r.subscriber(sub) == nil {
+		if sub != "" && r.subscriber(sub) == nil && !r.hasDeadLetters(sub) {
+			// A removed subscriber's dead letters can still be listed.
 			return nil, errorf(fasthttp.StatusNotFound, "unknown subscriber")
 		}
 		dls, err := r.store.DeadLetters(sub, limit)

@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"sync"
@@ -364,6 +365,10 @@ func TestReplayWhileRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the subscriber gone", func() bool { return r.subscriber("a") == nil })
+	var listed []deadLetterView
+	if st, body := do(t, "GET", "http://"+r.AdminAddr()+"/v1/dead-letters?subscriber=a", ""); st != fasthttp.StatusOK || json.Unmarshal([]byte(body), &listed) != nil || len(listed) != 1 || listed[0].BatchID != dls[0].ID {
+		t.Fatalf("a removed subscriber's dead letters: %d %s, want its one dead letter", st, body)
+	}
 	if st, body := post(t, "http://"+r.AdminAddr()+"/v1/dead-letters/"+dls[0].ID+"/replay", ""); st != fasthttp.StatusConflict {
 		t.Fatalf("replay for a removed subscriber: %d %s, want 409", st, body)
 	}

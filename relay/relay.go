@@ -210,6 +210,15 @@ func (r *Relay) deadCounter(id string) *atomic.Int64 {
 	return c
 }
 
+// hasDeadLetters reports whether dead letters of subscriber id are stored,
+// configured or not.
+func (r *Relay) hasDeadLetters(id string) bool {
+	r.deadMu.Lock()
+	defer r.deadMu.Unlock()
+	c := r.dead[id]
+	return c != nil && c.Load() > 0
+}
+
 // pauseOf returns the pause state of subscriber id.
 func (r *Relay) pauseOf(id string) *pauseState {
 	r.pauseMu.Lock()
