@@ -32,6 +32,9 @@ func (p Problem) String() string {
 // for problems found while decoding, then in the order of Validate.
 type Error struct {
 	Problems []Problem
+	// Unparsed: the document could not be read as YAML at all, so the
+	// Config returned with the error is Default(), not a decoding of it.
+	Unparsed bool
 }
 
 // Error returns one problem per line.
@@ -97,7 +100,7 @@ func Parse(data []byte, lookupEnv func(string) (string, bool)) (Config, error) {
 		}
 	}
 	if len(problems) > 0 {
-		return c, &Error{Problems: problems}
+		return c, &Error{Problems: problems, Unparsed: root == nil && len(d.problems) > 0}
 	}
 	return c, nil
 }

@@ -33,7 +33,9 @@ func check(args []string, out io.Writer) int {
 		for _, p := range cerr.Problems {
 			fmt.Fprintln(out, p.String())
 		}
-		printWarnings(out, cfg) // of what could be decoded
+		if !cerr.Unparsed {
+			printWarnings(out, cfg) // of what could be decoded
+		}
 		fmt.Fprintf(out, "%s: %d problem(s)\n", *path, len(cerr.Problems))
 		return 1
 	case err != nil:

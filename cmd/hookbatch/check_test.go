@@ -43,12 +43,25 @@ func TestCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	f([]string{"-config", warned}, "", 1, "foo: unknown key", "warning: storage.max_disk_bytes", "1 problem(s)")
+	// A file that is not YAML at all: its problem, and no warnings about
+	// the defaults that stand in for it.
+	broken := filepath.Join(dir, "broken.yaml")
+	if err := os.WriteFile(broken, []byte("listen: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f([]string{"-config", broken}, "", 1, "(root)", "1 problem(s)")
+	var out strings.Builder
+	if check([]string{"-config", broken}, &out); strings.Contains(out.String(), "warning") {
+		t.Fatalf("warnings for a file that could not be read as YAML:\n%s", out.String())
+	}
+	f([]string{"-config", good, "extra"}, "", 2, `unexpected argument "extra"`, "usage: hookbatch check")
 	f([]string{"-h"}, "", 0, "usage: hookbatch check -config FILE", "-config")
 	f([]string{"-nosuch"}, "", 2, "usage: hookbatch check")
 }
 
 // TestCommandsHelp: every command answers -h with its usage and exit 0,
-// and serve names a bad config file once, with its problems, and exits 1.
+// refuses an argument it does not take with exit 2, and serve names a bad
+// config file once, with its problems, and exits 1.
 func TestCommandsHelp(t *testing.T) {
 	run := func(args string) (string, int) {
 		t.Helper()
@@ -67,6 +80,12 @@ func TestCommandsHelp(t *testing.T) {
 		if out, code := run(c + " -h"); code != 0 || !strings.HasPrefix(out, "usage: hookbatch "+c) {
 			t.Errorf("%s -h: exit %d, output:\n%s", c, code, out)
 		}
+		if out, code := run(c + " stray"); code != 2 || !strings.Contains(out, `unexpected argument "stray"`) {
+			t.Errorf("%s stray: exit %d, output:\n%s", c, code, out)
+		}
+	}
+	if out, code := run("version stray"); code != 2 || !strings.Contains(out, `unexpected argument "stray"`) {
+		t.Errorf("version stray: exit %d, output:\n%s", code, out)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	if err := os.WriteFile(bad, []byte("listen: nowhere\n"), 0o600); err != nil {

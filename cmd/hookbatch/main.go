@@ -47,6 +47,11 @@ func main() {
 	case "demo":
 		code = demo(args)
 	case "version", "-version", "--version":
+		if len(args) > 0 {
+			fmt.Fprintf(os.Stderr, "hookbatch version: unexpected argument %q\n", args[0])
+			code = 2
+			break
+		}
 		fmt.Println("hookbatch", version)
 	case "help", "-h", "-help", "--help":
 		fmt.Print(usage)
@@ -70,6 +75,11 @@ func parseFlags(fset *flag.FlagSet, args []string, out io.Writer, synopsis, abou
 		if errors.Is(err, flag.ErrHelp) {
 			return 0, true
 		}
+		return 2, true
+	}
+	if fset.NArg() > 0 {
+		fmt.Fprintf(out, "hookbatch %s: unexpected argument %q\n", fset.Name(), fset.Arg(0))
+		fset.Usage()
 		return 2, true
 	}
 	return 0, false
