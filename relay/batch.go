@@ -76,8 +76,8 @@ func (s *subscriber) deliver(b *storage.Batch, held *heldBody) {
 			if s.life.Err() != nil {
 				return
 			}
-			if errors.Is(res.err, errPausedMeanwhile) {
-				continue // waitActive holds it until the resume
+			if errors.Is(res.err, errPausedMeanwhile) || errors.Is(res.err, errHeldMeanwhile) {
+				continue // waitActive, or the wait for notBefore, holds it
 			}
 			s.metrics.attempt("circuit_open")
 			if !s.pauseFor(wait) {
@@ -96,11 +96,6 @@ func (s *subscriber) deliver(b *storage.Batch, held *heldBody) {
 			b.LastError = res.err.Error()
 		}
 		d := decide(&s.r.cfg.Delivery.Retry, b, res, now, jitterRand)
-		if d.verdict == retryLater && res.retryAfter > 0 {
-			// Retry-After speaks for the subscriber, not this batch: its
-			// other batches wait too.
-			s.holdUntil(now.Add(d.wait).UnixNano())
-		}
 		s.metrics.attempt(d.outcome)
 		switch d.verdict {
 		case delivered:

@@ -123,7 +123,7 @@ func (h *host) allow(now time.Time, openFor time.Duration) (ok bool, probe uint6
 		h.state = circuitHalfOpen
 	}
 	if h.probing {
-		return false, 0, 100 * time.Millisecond
+		return false, 0, halfOpenWait
 	}
 	h.probing = true
 	h.probes++
@@ -159,20 +159,45 @@ func (h *host) report(failed bool, now time.Time, threshold int) {
 	}
 }
 
+// halfOpenWait is how long a request kept back by another's probe waits
+// before it asks again.
+const halfOpenWait = 100 * time.Millisecond
+
+// shut reports whether the circuit keeps back a request that is not the
+// probe, and for how long: it may have opened while the request waited
+// for its slots.
+func (h *host) shut(now time.Time, openFor time.Duration) (wait time.Duration, shut bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch h.state {
+	case circuitClosed:
+		return 0, false
+	case circuitOpen:
+		return max(openFor-now.Sub(h.openedAt), 0), true
+	}
+	return halfOpenWait, true // half-open: another request is the probe
+}
+
 func (h *host) circuit() circuitState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.state
 }
 
-// errPausedMeanwhile: the subscriber was paused while an attempt waited
-// for its slots, so nothing was sent.
-var errPausedMeanwhile = errors.New("subscriber paused")
+// errPausedMeanwhile and errHeldMeanwhile: the subscriber was paused, or
+// held back by a Retry-After, while an attempt waited for its slots, so
+// nothing was sent.
+var (
+	errPausedMeanwhile = errors.New("subscriber paused")
+	errHeldMeanwhile   = errors.New("subscriber asked to wait (Retry-After)")
+)
 
 // attempt POSTs body to s once, within the global and per-host limits, and
 // counts it in b.Attempts. ok is false when the breaker kept the request
-// back (no attempt is used up; wait says for how long), shutdown came
-// while it waited for a slot, or a pause did (res.err errPausedMeanwhile).
+// back, also when it opened while the request waited for its slots (no
+// attempt is used up; wait says for how long), shutdown came while it
+// waited, or a pause or a Retry-After did (res.err errPausedMeanwhile,
+// errHeldMeanwhile).
 func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res result, ok bool, wait time.Duration) {
 	cb := &o.r.cfg.Delivery.CircuitBreaker
 	ok, probe, wait := s.host.allow(time.Now(), cb.OpenDuration)
@@ -190,13 +215,24 @@ func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res re
 		s.host.abandon(probe)
 		return result{}, false, 0
 	}
-	if paused, _, _ := s.paused.get(); paused {
-		// Paused while it waited for its slots (a pause or a 410 answered
-		// meanwhile): it waits for the resume instead.
+	// The answers that freed the slots may have opened the circuit, set a
+	// Retry-After hold or paused the subscriber (a 410) meanwhile.
+	var held error
+	shut, slotted := false, time.Now()
+	if probe == 0 {
+		wait, shut = s.host.shut(slotted, cb.OpenDuration)
+	}
+	switch paused, _, _ := s.paused.get(); {
+	case paused:
+		held = errPausedMeanwhile
+	case slotted.UnixNano() < s.notBefore.Load():
+		held = errHeldMeanwhile
+	}
+	if shut || held != nil {
 		<-o.global
 		<-s.host.sem
 		s.host.abandon(probe)
-		return result{err: errPausedMeanwhile}, false, 0
+		return result{err: held}, false, wait
 	}
 	b.Attempts++
 	s.inflight.Add(1)
@@ -226,6 +262,12 @@ func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res re
 		res.status = resp.StatusCode()
 		if res.status == fasthttp.StatusTooManyRequests || res.status == fasthttp.StatusServiceUnavailable {
 			res.retryAfter = parseRetryAfter(resp.Header.Peek("Retry-After"), now)
+			if res.retryAfter > 0 {
+				// Retry-After speaks for the subscriber, not this batch
+				// (whether it is retried or dead-lettered): its other
+				// batches wait too, those waiting for these slots included.
+				s.holdUntil(now.Add(min(res.retryAfter, o.r.cfg.Delivery.Retry.MaxBackoff)).UnixNano())
+			}
 		}
 	}
 	if errors.Is(err, errRefusedDestination) {

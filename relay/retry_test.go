@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -290,4 +291,136 @@ func FuzzParseRetryAfter(f *testing.F) {
 			t.Fatalf("parseRetryAfter(%q) = %v from no digits", v, got)
 		}
 	})
+}
+
+// heldForSlot starts a subscriber whose first request waits for its
+// answer (release) while the subscriber's second batch waits for the
+// host's only slot; first is that answer. It returns the script server
+// and the relay.
+func heldForSlot(t *testing.T, first reply, tune func(*config.Config)) (*scriptServer, *Relay) {
+	t.Helper()
+	first.hang = 10 * time.Second
+	srv := startScript(t, func(n int, h hit) reply {
+		if n == 1 {
+			return first
+		}
+		return reply{status: 200}
+	})
+	t.Cleanup(srv.Release)
+	cfg := testConfig(t, sub("s", srv.URL(), 1, 5*time.Millisecond))
+	cfg.Delivery.PerHostConcurrency = 1 // one request at a time
+	cfg.Delivery.Retry.MaxBackoff = 10 * time.Second
+	tune(&cfg)
+	r := startRelay(t, cfg)
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
+	waitFor(t, 5*time.Second, "the first batch in flight", func() bool { return len(srv.Hits()) == 1 })
+	waits := r.metrics.limitWaits[limitHost].Get()
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":2}`)
+	waitFor(t, 5*time.Second, "the second batch waiting for the host's slot", func() bool {
+		return r.metrics.limitWaits[limitHost].Get() > waits
+	})
+	return srv, r
+}
+
+// TestRetryAfterHoldsBatchWaitingForSlot: a 429 with Retry-After holds
+// back the subscriber's batch that was waiting for the slot the 429's
+// request held: the hold is set before the slot is given back.
+func TestRetryAfterHoldsBatchWaitingForSlot(t *testing.T) {
+	t.Parallel()
+	srv, r := heldForSlot(t, reply{status: 429, header: []string{"Retry-After", "1"}}, func(*config.Config) {})
+	answered := time.Now()
+	srv.Release()
+	waitFor(t, 10*time.Second, "both batches delivered", func() bool {
+		return metricValue(t, r, `hookbatch_batches_delivered_total{subscriber="s"}`) == 2
+	})
+	if gap := srv.Hits()[1].at.Sub(answered); gap < 900*time.Millisecond {
+		t.Fatalf("the next request came %v after a 429 with Retry-After: 1", gap)
+	}
+}
+
+// TestOpenCircuitHoldsBatchWaitingForSlot: a batch that passed the breaker
+// and then waited for the host's slot is not sent when the failure that
+// frees the slot opens the circuit: it waits for open_duration.
+func TestOpenCircuitHoldsBatchWaitingForSlot(t *testing.T) {
+	t.Parallel()
+	srv, r := heldForSlot(t, reply{status: 503}, func(cfg *config.Config) {
+		cfg.Delivery.Retry.InitialBackoff = 5 * time.Second // the failed batch itself stays away
+		cfg.Delivery.CircuitBreaker.FailureThreshold = 1
+		cfg.Delivery.CircuitBreaker.OpenDuration = time.Second
+	})
+	answered := time.Now()
+	srv.Release() // 503: the circuit opens for a second
+	waitFor(t, 10*time.Second, "a second request", func() bool { return len(srv.Hits()) >= 2 })
+	if gap := srv.Hits()[1].at.Sub(answered); gap < 900*time.Millisecond {
+		t.Fatalf("the next request came %v after the failure that opened the circuit (open_duration 1s)", gap)
+	}
+	if v := metricValue(t, r, `hookbatch_delivery_attempts_total{subscriber="s",outcome="circuit_open"}`); v < 1 {
+		t.Fatalf("circuit_open counted %v times, want the held batch counted", v)
+	}
+}
+
+// TestRetryAfterOnLastAttemptHolds: a Retry-After holds the subscriber
+// back even when it ends its batch (dead-lettered at max_attempts).
+func TestRetryAfterOnLastAttemptHolds(t *testing.T) {
+	t.Parallel()
+	srv := startScript(t, func(n int, h hit) reply {
+		if n == 1 {
+			return reply{status: 429, header: []string{"Retry-After", "1"}}
+		}
+		return reply{status: 200}
+	})
+	cfg := testConfig(t, sub("s", srv.URL(), 1, 5*time.Millisecond))
+	cfg.Delivery.Retry.MaxBackoff = 10 * time.Second
+	cfg.Delivery.Retry.MaxAttempts = 1
+	r := startRelay(t, cfg)
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
+	waitFor(t, 5*time.Second, "the 429 dead-lettered its batch", func() bool { return len(deadLettersOf(t, r, "s")) == 1 })
+	answered := srv.Hits()[0].at
+	for i := 2; i <= 4; i++ {
+		mustIngest(t, r, "/v1/events", fmt.Sprintf(`{"type":"t","data":%d}`, i))
+	}
+	waitFor(t, 10*time.Second, "the others delivered", func() bool {
+		return metricValue(t, r, `hookbatch_batches_delivered_total{subscriber="s"}`) == 3
+	})
+	for _, h := range srv.Hits()[1:] {
+		if gap := h.at.Sub(answered); gap < 900*time.Millisecond {
+			t.Fatalf("a request came %v after a 429 with Retry-After: 1", gap)
+		}
+	}
+}
+
+// TestReplayAfterMaxAgeGetsRetries: a dead letter replayed after its
+// batch's max_age is retried again, its age counted from the replay, not
+// dead-lettered by its first failure.
+func TestReplayAfterMaxAgeGetsRetries(t *testing.T) {
+	t.Parallel()
+	var failing atomic.Int64
+	failing.Store(1 << 30)
+	srv := startScript(t, func(int, hit) reply {
+		if failing.Add(-1) >= 0 {
+			return reply{status: 503}
+		}
+		return reply{status: 200}
+	})
+	cfg := testConfig(t, sub("s", srv.URL(), 10, 10*time.Millisecond))
+	cfg.Delivery.Retry.InitialBackoff = 50 * time.Millisecond
+	cfg.Delivery.Retry.Multiplier = 1
+	cfg.Delivery.Retry.Jitter = 0
+	cfg.Delivery.Retry.MaxBackoff = 50 * time.Millisecond
+	cfg.Delivery.Retry.MaxAttempts = 1000
+	cfg.Delivery.Retry.MaxAge = time.Second // long enough, from the replay, for a retry on a loaded machine
+	cfg.Delivery.CircuitBreaker.FailureThreshold = 1000
+	r := startRelay(t, cfg)
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
+	waitFor(t, 10*time.Second, "a dead letter (max_age)", func() bool { return len(deadLettersOf(t, r, "s")) == 1 })
+	id := deadLettersOf(t, r, "s")[0].BatchID
+
+	failing.Store(1) // the subscriber is back, but fails once more
+	adminJSON(t, r, "POST", "/v1/dead-letters/"+id+"/replay", 200, nil)
+	waitFor(t, 10*time.Second, "the replayed batch delivered or dead-lettered again", func() bool {
+		return metricValue(t, r, `hookbatch_batches_delivered_total{subscriber="s"}`) == 1 || len(deadLettersOf(t, r, "s")) == 1
+	})
+	if dl := deadLettersOf(t, r, "s"); len(dl) != 0 {
+		t.Fatalf("the replayed batch was dead-lettered again after %d attempt(s): %q", dl[0].Attempts, dl[0].LastError)
+	}
 }

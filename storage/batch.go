@@ -13,7 +13,7 @@ type Batch struct {
 	Subscriber string
 	Seqs       []uint64 // event sequence numbers, in queue order
 
-	Created      int64 // unix nanos when the batch was formed
+	Created      int64 // unix nanos when the batch was formed, or last replayed
 	Attempts     int
 	FirstAttempt int64 // unix nanos, 0 before the first attempt
 	LastAttempt  int64

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -131,7 +132,8 @@ func (s *Store) DeadLetter(b *Batch) error {
 }
 
 // Replay moves dead letter id back to the pending batches with a fresh
-// attempt count and the same id and contents, and returns it.
+// attempt count, its age (Created) counted from now, and the same id and
+// contents, and returns it.
 func (s *Store) Replay(id string) (*Batch, error) {
 	b, err := s.GetDeadLetter(id)
 	if err != nil {
@@ -139,6 +141,7 @@ func (s *Store) Replay(id string) (*Batch, error) {
 	}
 	b.Attempts, b.FirstAttempt, b.LastAttempt, b.NextAttempt, b.FailedAt = 0, 0, 0, 0, 0
 	b.LastStatus, b.LastError = 0, ""
+	b.Created = time.Now().UnixNano() // a max_age counts from the replay
 	rec := b.marshal(nil)
 	o := &op{urgent: true, bytes: entryCost(len(id)+1, 0) + entryCost(len(id)+1, len(rec)), count: 2}
 	o.apply = func(t *tx) error {

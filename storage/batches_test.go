@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hookbatch/hookbatch/storage"
 )
@@ -195,12 +196,17 @@ func TestDeadLetters(t *testing.T) {
 	f("", 0, "id-a1", "id-a2", "id-a3", "id-b1", "id-b2")
 	checkCounts(map[string]int{"a": 3, "b": 2})
 
-	// Replay: same id and contents, fresh delivery state, pending again.
+	// Replay: same id and contents, fresh delivery state (its age counted
+	// from the replay), pending again.
+	before := time.Now().UnixNano()
 	r, err := s.Replay("id-a2")
 	if err != nil {
 		t.Fatalf("Replay: %v", err)
 	}
-	want := &storage.Batch{ID: "id-a2", Subscriber: "a", Seqs: bas[1].Seqs, Created: bas[1].Created}
+	if r.Created < before || r.Created < bas[1].Created {
+		t.Fatalf("replayed batch created at %d, want from the replay on (%d)", r.Created, before)
+	}
+	want := &storage.Batch{ID: "id-a2", Subscriber: "a", Seqs: bas[1].Seqs, Created: r.Created}
 	if !reflect.DeepEqual(r, want) {
 		t.Fatalf("Replay returned %+v, want %+v", r, want)
 	}
