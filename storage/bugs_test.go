@@ -196,6 +196,56 @@ func TestQuotaSpaceComesBack(t *testing.T) {
 	}
 }
 
+// TestQuotaSpaceUnderHalfGarbage: a subscriber that never takes its
+// events holds 55% of every value-log file, the delivered events of
+// another the rest. Reclaim rewrites those files though under half of
+// each is garbage, and ingest is taken again.
+func TestQuotaSpaceUnderHalfGarbage(t *testing.T) {
+	const quota = 178 << 20
+	s := mustOpen(t, t.TempDir(), func(o *storage.Options) { o.MaxDiskBytes = quota })
+	defer mustClose(t, s)
+	stuck, taken := mustQueue(t, s, "stuck"), mustQueue(t, s, "taken")
+	data := `"` + strings.Repeat("x", 256<<10) + `"`
+	n, held := 0, 0
+	eventually(t, 60*time.Second, "ErrFull after writing past the quota", func() bool {
+		q := taken
+		if n%20 < 11 {
+			q = stuck
+		}
+		err := s.Append([]storage.AppendItem{item(fmt.Sprint(n), data, q)}, make([]bool, 1))
+		if errors.Is(err, storage.ErrFull) {
+			return true
+		}
+		if err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+		if q == stuck {
+			held++
+		}
+		n++
+		return false
+	})
+	for i := 0; ; i++ {
+		evs := readQueue(t, taken, 0)
+		if len(evs) == 0 {
+			break
+		}
+		if err := s.Ack(mustBatch(t, taken, fmt.Sprint("b", i), min(len(evs), 50))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.UpdateDiskUsage()
+	t.Logf("%d events stored, the taken ones delivered: DiskBytes %d, Full %v", n, s.DiskBytes(), s.Full())
+	s.ReclaimIfFull()
+	eventually(t, 30*time.Second, "the space back", func() bool { s.UpdateDiskUsage(); return !s.Full() })
+	if err := s.Append([]storage.AppendItem{ev("after", taken)}, make([]bool, 1)); err != nil {
+		t.Errorf("Append after the space came back: %v", err)
+	}
+	if got := len(readQueue(t, stuck, 0)); got != held {
+		t.Errorf("the stuck subscriber's events: %d left, want %d", got, held)
+	}
+}
+
 // TestReclaimDoesNotFailWrites reclaims space while writers append: the
 // memtable flush Badger does by dropping a prefix refuses writes while it
 // runs, so it must not overlap a commit.

@@ -469,12 +469,20 @@ func (s *Store) reclaim() {
 	// collects the rest beside the writer (a stale read there only makes
 	// Badger keep more versions, where stalling ingest every minute would
 	// cost more).
+	// Files mostly garbage first; then, still over, files less so (events
+	// of a stuck subscriber beside delivered ones): a rewrite frees what
+	// is garbage in a file whatever its share.
 	low := s.opts.MaxDiskBytes - max(s.vlogFile, s.opts.MaxDiskBytes/10)
-	gc := &op{urgent: true, alone: func() error { return s.db.RunValueLogGC(0.5) }}
-	passes := 0
+	passes, step := 0, 0
 	err = nil
 	for !s.stopping() {
-		if err = s.w.do(gc); err != nil {
+		discard := reclaimRatios[step]
+		err = s.w.do(&op{urgent: true, alone: func() error { return s.db.RunValueLogGC(discard) }})
+		if errors.Is(err, badger.ErrNoRewrite) && step+1 < len(reclaimRatios) {
+			step++
+			continue
+		}
+		if err != nil {
 			break
 		}
 		passes++
@@ -483,17 +491,28 @@ func (s *Store) reclaim() {
 			break
 		}
 	}
-	if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, ErrClosed) {
+	exhausted := errors.Is(err, badger.ErrNoRewrite)
+	if exhausted || errors.Is(err, ErrClosed) {
 		err = nil // nothing left worth rewriting; closing
 	}
 	s.updateDiskUsage()
 	ev := s.log.Info()
-	if err != nil {
+	switch {
+	case err != nil:
 		ev = s.log.Warn().AnErr("value_log_error", err)
+	case exhausted && s.Full():
+		// Badger (v4.9.6) only considers the file with the most garbage,
+		// and never the one it is writing, which ingest refused while full
+		// does not fill: that file's garbage waits for a restart.
+		ev = s.log.Warn().Str("hint", "no value-log file could be rewritten; if most released events are in the newest file, a restart frees it")
 	}
 	ev.Int64("disk_bytes", s.DiskBytes()).Bool("full", s.Full()).Int("value_log_passes", passes).
 		Msg("storage over its quota: reclaim done")
 }
+
+// reclaimRatios are the shares of garbage over which reclaim rewrites a
+// value-log file, tried in turn.
+var reclaimRatios = []float64{0.5, 0.25, 0.1}
 
 type badgerLogger struct{ l zerolog.Logger }
 
