@@ -1139,3 +1139,20 @@ func TestClosePausedWaitingForSlot(t *testing.T) {
 		return metricValue(t, r, `hookbatch_events_delivered_total{subscriber="a"}`) == 4
 	})
 }
+
+// TestHostOf: the key of per-host limits and breakers is host:port, the
+// default port filled in and the host name's case folded.
+func TestHostOf(t *testing.T) {
+	f := func(raw, want string) {
+		t.Helper()
+		if got, err := hostOf(raw); err != nil || got != want {
+			t.Errorf("hostOf(%q) = %q, %v; want %q", raw, got, err, want)
+		}
+	}
+	f("http://sink:9000/hooks", "sink:9000")
+	f("http://Sink.Example:9000/hooks", "sink.example:9000")
+	f("https://API.example/x", "api.example:443")
+	f("http://example.com", "example.com:80")
+	f("http://[::1]:8080/h", "[::1]:8080")
+	f("https://[2001:DB8::1]/h", "[2001:db8::1]:443")
+}

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -413,13 +414,13 @@ func hostOf(raw string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	host := u.Host
-	if u.Port() == "" {
+	port := u.Port()
+	if port == "" {
+		port = "80"
 		if u.Scheme == "https" {
-			host = net.JoinHostPort(u.Hostname(), "443")
-		} else {
-			host = net.JoinHostPort(u.Hostname(), "80")
+			port = "443"
 		}
 	}
-	return host, nil
+	// Host names are case-insensitive: one breaker and one limit per host.
+	return net.JoinHostPort(strings.ToLower(u.Hostname()), port), nil
 }
