@@ -219,3 +219,37 @@ var deadIPs struct {
 	sync.Mutex
 	next int
 }
+
+// heldForSlot starts a relay (start, or startRelay when nil) whose
+// subscriber "s" has one host slot: its first batch is sent and held
+// until srv.Release, then answered first; its second batch waits for the
+// slot meanwhile.
+func heldForSlot(t *testing.T, first reply, tune func(*config.Config), start func(config.Config) *Relay) (*scriptServer, *Relay) {
+	t.Helper()
+	first.hang = time.Minute
+	srv := startScript(t, func(n int, h hit) reply {
+		if n == 1 {
+			return first
+		}
+		return reply{status: 200}
+	})
+	t.Cleanup(srv.Release)
+	cfg := testConfig(t, sub("s", srv.URL(), 1, 5*time.Millisecond))
+	cfg.Delivery.PerHostConcurrency = 1 // one request at a time
+	cfg.Delivery.Retry.MaxBackoff = 10 * time.Second
+	if tune != nil {
+		tune(&cfg)
+	}
+	if start == nil {
+		start = func(cfg config.Config) *Relay { return startRelay(t, cfg) }
+	}
+	r := start(cfg)
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
+	waitFor(t, 5*time.Second, "the first batch in flight", func() bool { return len(srv.Hits()) == 1 })
+	waits := r.metrics.limitWaits[limitHost].Get()
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":2}`)
+	waitFor(t, 5*time.Second, "the second batch waiting for the host's slot", func() bool {
+		return r.metrics.limitWaits[limitHost].Get() > waits
+	})
+	return srv, r
+}

@@ -293,41 +293,12 @@ func FuzzParseRetryAfter(f *testing.F) {
 	})
 }
 
-// heldForSlot starts a subscriber whose first request waits for its
-// answer (release) while the subscriber's second batch waits for the
-// host's only slot; first is that answer. It returns the script server
-// and the relay.
-func heldForSlot(t *testing.T, first reply, tune func(*config.Config)) (*scriptServer, *Relay) {
-	t.Helper()
-	first.hang = 10 * time.Second
-	srv := startScript(t, func(n int, h hit) reply {
-		if n == 1 {
-			return first
-		}
-		return reply{status: 200}
-	})
-	t.Cleanup(srv.Release)
-	cfg := testConfig(t, sub("s", srv.URL(), 1, 5*time.Millisecond))
-	cfg.Delivery.PerHostConcurrency = 1 // one request at a time
-	cfg.Delivery.Retry.MaxBackoff = 10 * time.Second
-	tune(&cfg)
-	r := startRelay(t, cfg)
-	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
-	waitFor(t, 5*time.Second, "the first batch in flight", func() bool { return len(srv.Hits()) == 1 })
-	waits := r.metrics.limitWaits[limitHost].Get()
-	mustIngest(t, r, "/v1/events", `{"type":"t","data":2}`)
-	waitFor(t, 5*time.Second, "the second batch waiting for the host's slot", func() bool {
-		return r.metrics.limitWaits[limitHost].Get() > waits
-	})
-	return srv, r
-}
-
 // TestRetryAfterHoldsBatchWaitingForSlot: a 429 with Retry-After holds
 // back the subscriber's batch that was waiting for the slot the 429's
 // request held: the hold is set before the slot is given back.
 func TestRetryAfterHoldsBatchWaitingForSlot(t *testing.T) {
 	t.Parallel()
-	srv, r := heldForSlot(t, reply{status: 429, header: []string{"Retry-After", "1"}}, func(*config.Config) {})
+	srv, r := heldForSlot(t, reply{status: 429, header: []string{"Retry-After", "1"}}, nil, nil)
 	answered := time.Now()
 	srv.Release()
 	waitFor(t, 10*time.Second, "both batches delivered", func() bool {
@@ -347,7 +318,7 @@ func TestOpenCircuitHoldsBatchWaitingForSlot(t *testing.T) {
 		cfg.Delivery.Retry.InitialBackoff = 5 * time.Second // the failed batch itself stays away
 		cfg.Delivery.CircuitBreaker.FailureThreshold = 1
 		cfg.Delivery.CircuitBreaker.OpenDuration = time.Second
-	})
+	}, nil)
 	answered := time.Now()
 	srv.Release() // 503: the circuit opens for a second
 	waitFor(t, 10*time.Second, "a second request", func() bool { return len(srv.Hits()) >= 2 })
