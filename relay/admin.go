@@ -27,6 +27,7 @@ func (r *Relay) newAdminServer() *fasthttp.Server {
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,
 		Logger:                fasthttpLogger{r.log},
+		SecureErrorLogMessage: true, // its error lines would quote request headers: the admin token
 	}
 }
 

@@ -618,6 +618,45 @@ func TestClientErrorsLoggedAtDebug(t *testing.T) {
 	}
 }
 
+// TestTokensNotInClientErrorLog: a request whose headers fasthttp cannot
+// parse (a bad Content-Length) makes it log an error, which must not
+// quote the request's headers: the producer's token on the ingest
+// listener, the admin token on the admin one.
+func TestTokensNotInClientErrorLog(t *testing.T) {
+	const adminToken = "adm_3e9c1f7a5b2d4c6e8f0a"
+	cfg := testConfig(t, sub("s", downURL(t), 100, time.Hour))
+	cfg.Ingest.AuthTokens = []string{tokenA}
+	cfg.Admin.Token = adminToken
+	var logs syncBuffer
+	r := openRelay(t, cfg, zerolog.New(&logs).Level(zerolog.DebugLevel))
+	defer stopRelay(t, r)
+	for _, c := range []struct{ addr, path, token string }{
+		{r.IngestAddr(), "/v1/events", tokenA},
+		{r.AdminAddr(), "/v1/subscribers", adminToken},
+	} {
+		conn, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		req := "POST " + c.path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + c.token +
+			"\r\nContent-Type: application/json\r\nContent-Length: 12x\r\n\r\n{}"
+		if _, err := conn.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = bufio.NewReader(conn).ReadString('\n') // its answer: the error is logged by then or soon
+		_ = conn.Close()
+	}
+	waitFor(t, 5*time.Second, "fasthttp's two lines", func() bool {
+		return strings.Count(logs.String(), `"component":"fasthttp"`) >= 2
+	})
+	for _, secret := range []string{tokenA, adminToken} {
+		if strings.Contains(logs.String(), secret) {
+			t.Fatalf("the log holds a token:\n%s", logs.String())
+		}
+	}
+}
+
 // TestKeyRotation delivers with secret A while B is a previous secret, and
 // checks a receiver that knows only A and one that knows only B both accept.
 func TestKeyRotation(t *testing.T) {

@@ -63,6 +63,7 @@ func (r *Relay) newIngestServer() *fasthttp.Server {
 		NoDefaultDate:         true,
 		CloseOnShutdown:       true,
 		Logger:                fasthttpLogger{r.log},
+		SecureErrorLogMessage: true, // its error lines would quote request headers: tokens, signatures
 	}
 }
 
