@@ -321,6 +321,10 @@ func TestMatchType(t *testing.T) {
 	}
 	f("order.*", "order.created", true)
 	f("order.*", "order.a.b", true)
+	// A literal '*' in the type: the pattern's '*' still matches any run.
+	f("*", "*x", true)
+	f("*.created", "*a.created", true)
+	f("a*c", "a*bc", true)
 	f("order.*", "orders.created", false)
 	f("*", "", true)
 	f("*.created", "order.created", true)

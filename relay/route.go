@@ -9,12 +9,12 @@ func matchType(p string, typ []byte) bool {
 	star, mark := -1, 0
 	for ti < len(typ) {
 		switch {
+		case pi < len(p) && p[pi] == '*': // a wildcard, even against a literal '*'
+			star, mark = pi, ti
+			pi++
 		case pi < len(p) && (p[pi] == '?' || p[pi] == typ[ti]):
 			pi++
 			ti++
-		case pi < len(p) && p[pi] == '*':
-			star, mark = pi, ti
-			pi++
 		case star >= 0:
 			pi = star + 1
 			mark++
