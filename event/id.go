@@ -41,7 +41,8 @@ func newIDSource() *idSource {
 //
 // Within one millisecond, and when now is earlier than the last id's time
 // (the clock stepped back), the id keeps the last id's time and its random
-// part is the last one plus one. AppendID is safe for concurrent use.
+// part is the last one plus a random step (1 to 2^32), so that the next id
+// cannot be guessed from the last one. AppendID is safe for concurrent use.
 func AppendID(dst []byte, prefix string, now time.Time) []byte {
 	return ids.append(dst, prefix, now)
 }
@@ -61,8 +62,9 @@ func (s *idSource) append(dst []byte, prefix string, now time.Time) []byte {
 		s.hi = s.rng.Uint64() & 0xffff
 		s.lo = s.rng.Uint64()
 	} else {
-		s.lo++
-		if s.lo == 0 {
+		step := s.rng.Uint64()>>32 + 1
+		s.lo += step
+		if s.lo < step { // carried
 			s.hi = (s.hi + 1) & 0xffff
 			if s.hi == 0 {
 				// 2^80 ids in one millisecond: borrow the next one.

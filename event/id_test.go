@@ -78,8 +78,30 @@ func TestAppendIDRandomPartCarries(t *testing.T) {
 	if a >= b {
 		t.Fatalf("carry out of the random part: %q then %q", a, b)
 	}
-	if a[10:] != "0000000000000000" || b[10:] != "0000000000000001" {
-		t.Fatalf("after 2^80 ids in a millisecond: %q, %q", a, b)
+	// The next millisecond is borrowed, its random part starting from the
+	// step that carried (under 2^32: the first nine digits are zero).
+	next := string(newIDSource().append(nil, "", now.Add(time.Millisecond)))[:10]
+	if a[:10] != next || b[:10] != next || a[10:19] != "000000000" {
+		t.Fatalf("after 2^80 ids in a millisecond: %q, %q (want time %s)", a, b, next)
+	}
+}
+
+// TestAppendIDStepUnguessable: within one millisecond the random part
+// grows by a random step, so the next id cannot be told from the last.
+func TestAppendIDStepUnguessable(t *testing.T) {
+	src := newIDSource()
+	now := time.UnixMilli(1764756000123)
+	src.append(nil, "", now)
+	ones := 0
+	for range 20 {
+		before := src.lo
+		src.append(nil, "", now)
+		if src.lo-before == 1 {
+			ones++
+		}
+	}
+	if ones == 20 {
+		t.Fatal("every id within one millisecond is the last one plus one")
 	}
 }
 
