@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"fmt"
 	"reflect"
 	"slices"
 
@@ -21,6 +22,13 @@ func (r *Relay) Reload(cfg config.Config) error {
 	r.reload.Lock()
 	defer r.reload.Unlock()
 
+	// A request of the most events fanned out to every subscriber writes
+	// 3 + subscribers entries per event in one transaction, whose room was
+	// sized at start.
+	if need := r.cfg.Ingest.MaxEventsPerRequest * (3 + len(cfg.Subscribers)); need > r.store.MaxEntries() {
+		return fmt.Errorf("%d subscribers: a request of %d events would write up to %d entries at once, more than the store opened at start has room for (%d); restart to apply",
+			len(cfg.Subscribers), r.cfg.Ingest.MaxEventsPerRequest, need, r.store.MaxEntries())
+	}
 	old, next := r.cfg, cfg
 	old.Subscribers, next.Subscribers = nil, nil
 	if !reflect.DeepEqual(old, next) {

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -180,5 +181,39 @@ func TestPauseRacingReload(t *testing.T) {
 		if _, ok := stored["a"]; inForce != ok {
 			t.Fatalf("reload %d: the subscriber in force paused %v, storage paused %v", i, inForce, ok)
 		}
+	}
+}
+
+// TestReloadRefusesFanOutBeyondStore: a reload adding so many subscribers
+// that a request of the most events, fanned out to all, would no longer
+// fit the store's transactions (sized at start) is refused, saying a
+// restart applies it, and the running subscribers stay; a smaller one is
+// applied.
+func TestReloadRefusesFanOutBeyondStore(t *testing.T) {
+	snk := startSink(t, sink.Options{})
+	cfg := testConfig(t, sub("a", snk.URL(), 10, 5*time.Millisecond))
+	r := startRelay(t, cfg)
+	// An event of n subscribers writes 3 + n entries.
+	most := r.store.MaxEntries()/cfg.Ingest.MaxEventsPerRequest - 3
+	many := cfg
+	many.Subscribers = nil
+	for i := range most + 1 {
+		many.Subscribers = append(many.Subscribers, sub(fmt.Sprint("s", i), snk.URL(), 10, 5*time.Millisecond))
+	}
+	err := r.Reload(many)
+	if err == nil || !strings.Contains(err.Error(), "restart to apply") {
+		t.Fatalf("reload to %d subscribers: %v, want refused", len(many.Subscribers), err)
+	}
+	if r.subscriber("s0") != nil || r.subscriber("a") == nil {
+		t.Fatal("the refused reload changed the subscribers")
+	}
+	fewer := cfg
+	fewer.Subscribers = many.Subscribers[:most]
+	if err := r.Reload(fewer); err != nil {
+		t.Fatalf("reload to %d subscribers: %v", len(fewer.Subscribers), err)
+	}
+	body := "[" + strings.Repeat(`{"type":"t","data":1},`, cfg.Ingest.MaxEventsPerRequest-1) + `{"type":"t","data":1}]`
+	if a := mustIngest(t, r, "/v1/events", body); a.Accepted != cfg.Ingest.MaxEventsPerRequest {
+		t.Fatalf("a request of the most events to %d subscribers: %+v", len(fewer.Subscribers), a)
 	}
 }

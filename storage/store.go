@@ -253,6 +253,11 @@ func (s *Store) Close() error {
 // transaction, which CreateBatches checks).
 func (s *Store) MaxBatchEvents() int { return int(s.w.maxCount) - 64 }
 
+// MaxEntries is the most entries one operation may write (one Append of a
+// request): sized at Open from Options.MaxRequestEntries, with room to
+// spare.
+func (s *Store) MaxEntries() int { return int(s.w.maxCount) }
+
 // DiskBytes is the size of the data directory, refreshed every second.
 func (s *Store) DiskBytes() int64 { return s.diskBytes.Load() }
 
