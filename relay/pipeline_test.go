@@ -3,6 +3,8 @@ package relay
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/hookbatch/hookbatch/event"
+	"github.com/hookbatch/hookbatch/storage"
 	"strings"
 	"sync"
 	"testing"
@@ -334,4 +336,23 @@ func TestMatchType(t *testing.T) {
 	f("order.created", "order.create", false)
 	f("*a*b*c", "xxaxxbxxc", true)
 	f("*a*b*c", "xxaxxbxx", false)
+}
+
+// TestMaxWaitAfterClockStepBack: a batch waits max_wait at most from when
+// its first event was read, on the monotonic clock, whatever its events'
+// receive times say: here an event received "an hour ahead", as after the
+// wall clock stepped back an hour.
+func TestMaxWaitAfterClockStepBack(t *testing.T) {
+	s := startSink(t, sink.Options{})
+	r := startRelay(t, testConfig(t, sub("s", s.URL(), 100, 200*time.Millisecond)))
+	q, err := r.store.Queue("s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &event.Event{ID: []byte("e1"), Type: []byte("t"), Timestamp: []byte("2026-01-01T00:00:00Z"), Data: []byte("1")}
+	rec := event.AppendRecord(nil, ev, time.Now().Add(time.Hour).UnixNano())
+	if err := r.store.Append([]storage.AppendItem{{Record: rec, Queues: []*storage.Queue{q}}}, make([]bool, 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the lone event delivered after max_wait, not an hour", func() bool { return len(s.Events()) == 1 })
 }

@@ -68,6 +68,8 @@ type subscriber struct {
 	// unreadable is the oldest queued event when its record cannot be
 	// read, for run to take out of the queue alone; 0 otherwise.
 	unreadable uint64
+	// opened is when the open batch took its first event (monotonic).
+	opened time.Time
 }
 
 func newSubscriber(r *Relay, cfg config.Subscriber) (*subscriber, error) {
@@ -266,7 +268,10 @@ func (s *subscriber) fill(cursor *uint64, timer *time.Timer) batcher.Reason {
 			return r
 		}
 		if s.b.Len() > 0 {
-			d := time.Until(time.Unix(0, s.b.Deadline()))
+			// The oldest event's receive time is wall-clock: a clock
+			// stepped back would hold the batch that much longer. It
+			// waits max_wait at most from when it was first read.
+			d := min(time.Until(time.Unix(0, s.b.Deadline())), time.Until(s.opened.Add(s.cfg.Batch.MaxWait)))
 			if d <= 0 {
 				return batcher.Wait
 			}
@@ -311,8 +316,12 @@ func (s *subscriber) readMore(cursor *uint64) error {
 			return false
 		}
 		s.ev = event.AppendJSON(s.ev[:0], &rec)
+		empty := s.b.Len() == 0
 		if !s.b.Add(seq, s.ev, rec.Recv) {
 			return false
+		}
+		if empty {
+			s.opened = time.Now() // monotonic: bounds the wait whatever the wall clock does
 		}
 		*cursor = seq
 		return s.b.Full() == batcher.None
