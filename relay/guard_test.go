@@ -618,6 +618,23 @@ func TestClientErrorsLoggedAtDebug(t *testing.T) {
 	}
 }
 
+// TestUnknownSubscriberAfterAuth: with tokens configured, the targeted
+// path tells an unknown subscriber id (404) only to an authenticated
+// producer; others get 401, as for a known one.
+func TestUnknownSubscriberAfterAuth(t *testing.T) {
+	r, _ := guardedRelay(t, func(in *config.Ingest) { in.AuthTokens = []string{tokenA} })
+	f := func(id string, want int, headers ...string) {
+		t.Helper()
+		if got, body := post(t, "http://"+r.IngestAddr()+"/v1/subscribers/"+id+"/events", eventBody(1), headers...); got != want {
+			t.Fatalf("%s: status %d, want %d: %s", id, got, want, body)
+		}
+	}
+	f("nope", fasthttp.StatusUnauthorized)
+	f("s", fasthttp.StatusUnauthorized)
+	f("nope", fasthttp.StatusNotFound, "Authorization", "Bearer "+tokenA)
+	f("s", fasthttp.StatusAccepted, "Authorization", "Bearer "+tokenA)
+}
+
 // TestTokensNotInClientErrorLog: a request whose headers fasthttp cannot
 // parse (a bad Content-Length) makes it log an error, which must not
 // quote the request's headers: the producer's token on the ingest

@@ -109,6 +109,7 @@ var (
 // at all.
 func (r *Relay) ingest(ctx *fasthttp.RequestCtx, now time.Time) *httpError {
 	var target *subscriber
+	targeted := false
 	rt := r.currentRoutes()
 	defer rt.mu.RUnlock()
 	path := ctx.Path()
@@ -117,9 +118,7 @@ func (r *Relay) ingest(ctx *fasthttp.RequestCtx, now time.Time) *httpError {
 	case bytes.HasPrefix(path, pathSubsPrefix) && bytes.HasSuffix(path, pathSubsSuffix) &&
 		len(path) > len(pathSubsPrefix)+len(pathSubsSuffix):
 		id := path[len(pathSubsPrefix) : len(path)-len(pathSubsSuffix)]
-		if target = rt.byID[string(id)]; target == nil {
-			return errorf(fasthttp.StatusNotFound, "unknown subscriber")
-		}
+		target, targeted = rt.byID[string(id)], true
 	default:
 		return errorf(fasthttp.StatusNotFound, "not found")
 	}
@@ -135,6 +134,11 @@ func (r *Relay) ingest(ctx *fasthttp.RequestCtx, now time.Time) *httpError {
 	body := ctx.PostBody()
 	if e := r.guard.authenticate(ctx, body); e != nil {
 		return e
+	}
+	if targeted && target == nil {
+		// Only once admitted and authenticated: no one else learns
+		// which subscriber ids exist.
+		return errorf(fasthttp.StatusNotFound, "unknown subscriber")
 	}
 	if !isJSON(ctx.Request.Header.ContentType()) {
 		return errorf(fasthttp.StatusUnsupportedMediaType, "Content-Type must be application/json")
