@@ -153,8 +153,9 @@ func (s *subscriber) run(recovered []*storage.Batch) {
 		if reason == batcher.Shutdown || s.life.Err() != nil {
 			// Stopping (shutdown, or a reload replacing s): the open batch
 			// is stored if the window has room, once, and delivered after
-			// the restart or by the replacement; the rest stays queued. Taking the slots the ending deliveries free
-			// would turn the whole backlog into batches.
+			// the restart or by the replacement; the rest stays queued.
+			// Taking the slots the ending deliveries free would turn the
+			// whole backlog into batches.
 			if s.unreadable == 0 && s.tryAcquire() {
 				s.store([]formedBatch{s.form(reason)})
 			}
