@@ -60,6 +60,12 @@ func (q *Queue) CreateBatches(bs []*Batch) error {
 	}
 	o.after = func() { q.head.Store(head) }
 	if err := q.s.w.do(o); err != nil {
+		// Badger may have applied a commit it reports failed: the head
+		// is read back, so that the events are not batched twice.
+		var stored uint64
+		if q.s.view(func(txn *badger.Txn) (rerr error) { stored, rerr = loadHead(txn, q.id); return rerr }) == nil {
+			q.head.Store(stored)
+		}
 		return fmt.Errorf("cannot store %d batches from %s: %w", len(bs), bs[0].ID, err)
 	}
 	return nil

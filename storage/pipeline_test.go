@@ -7,6 +7,7 @@ package storage
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -338,5 +339,94 @@ func TestPipelineAfterLargeAppend(t *testing.T) {
 	}
 	if stored(t, s, eventKey(ba.Seqs[0])) || storedRefs(t, s) != n-1 {
 		t.Fatalf("after both acks: record stored %t, %d reference counts, want %d", stored(t, s, eventKey(ba.Seqs[0])), storedRefs(t, s), n-1)
+	}
+}
+
+// failAppliedCommit makes the writer see the next commit it sends as
+// failed although Badger applied it, as Badger (v4.9.6) reports a failed
+// sync of its log after the memtable took the writes.
+func failAppliedCommit(s *Store) error {
+	injected := errors.New("injected: log sync failed after the memtable took the writes")
+	var n atomic.Int64
+	s.w.hold = func(err error) error {
+		if n.Add(1) == 1 && err == nil {
+			return injected
+		}
+		return err
+	}
+	return injected
+}
+
+// After a commit reported failed but applied, no sequence number is
+// handed out again: the next event does not overwrite the first, which
+// its producer's retry finds stored (a duplicate, acknowledged).
+func TestFailedCommitSeqsNotReused(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{Dir: dir, SyncWrites: true, MaxRequestBytes: 1 << 20, DedupWindow: time.Hour, Logger: zerolog.Nop()}
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := openQueue(t, s, "q")
+	injected := failAppliedCommit(s)
+	dup := make([]bool, 1)
+	if err := appendID(s, "x", dup, q)(); !errors.Is(err, injected) {
+		t.Fatalf("first append: %v, want the injected failure", err)
+	}
+	if err := appendID(s, "y", dup, q)(); err != nil || dup[0] {
+		t.Fatalf("append y: %v, duplicate %v", err, dup[0])
+	}
+	if err := appendID(s, "x", dup, q)(); err != nil || !dup[0] {
+		t.Fatalf("retry of x: %v, duplicate %v; want a duplicate of the stored x", err, dup[0])
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir)
+	var recs []string
+	if err := openQueue(t, s, "q").Read(0, 10, func(_ uint64, rec []byte) bool { recs = append(recs, string(rec)); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(recs, []string{"rec-x", "rec-y"}) {
+		t.Fatalf("queue after reopen: %q, want x then y", recs)
+	}
+}
+
+// After a CreateBatches reported failed but applied, the queue's head is
+// read back: the events it batched are not batched again (two batches
+// releasing one event of two subscribers would delete its record while
+// the other still needs it).
+func TestFailedCreateBatchesHeadReadBack(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	a, b := openQueue(t, s, "a"), openQueue(t, s, "b")
+	appendTo(t, s, "shared", a, b)
+	injected := failAppliedCommit(s)
+	if err := a.CreateBatch(&Batch{ID: "b1", Subscriber: "a", Seqs: []uint64{1}, Created: 1}); !errors.Is(err, injected) {
+		t.Fatalf("CreateBatch b1: %v, want the injected failure", err)
+	}
+	n := 0
+	if err := a.Read(0, 10, func(uint64, []byte) bool { n++; return true }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("queue a reads %d events after b1 was stored", n)
+	}
+	if err := a.CreateBatch(&Batch{ID: "b2", Subscriber: "a", Seqs: []uint64{1}, Created: 1}); err == nil {
+		t.Fatal("the event of b1 was batched again")
+	}
+	bb := formBatch(t, b, "bb", 1)
+	pending, err := s.Batches()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pending {
+		if p.ID == "b1" {
+			if err := s.Ack(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.ReadBatch(bb, func(uint64, []byte) error { return nil }); err != nil {
+		t.Fatalf("b's batch after a's was delivered: %v", err)
 	}
 }

@@ -343,7 +343,11 @@ func (w *writer) landed(err error) error {
 	f := w.flight
 	w.flight = nil
 	if err != nil {
-		w.seq, w.sent = w.committed, w.committed
+		// Badger may have applied a commit it reports failed (v4.9.6
+		// syncs its log after the memtable took the writes): its
+		// sequence numbers are never handed out again, and the next
+		// commit stores the sequence anew. Gaps are harmless.
+		w.sent = w.committed
 		w.s.log.Error().Err(err).Int("ops", len(f.ops)).Msg("storage commit failed")
 	} else {
 		w.committed = f.seq
@@ -368,10 +372,10 @@ func (w *writer) landed(err error) error {
 }
 
 // fail drops the open transaction and answers the pending operations with
-// err: nothing of theirs was stored.
+// err: nothing of theirs was stored. The sequence numbers it handed out
+// are not handed out again (see landed).
 func (w *writer) fail(err error) {
 	w.drop()
-	w.seq = w.sent
 	for _, p := range w.pending {
 		p.errc <- err
 	}
