@@ -336,6 +336,11 @@ func TestParseProblems(t *testing.T) {
 	}
 	sub := "  - {id: a, url: 'http://a.example', secret: s}\n"
 
+	// A secret written unquoted after '!' (a YAML tag) or '*' (an alias)
+	// is refused, and not quoted in the problem.
+	f("admin:\n  token: !Adm1nT0kenSecret0001", "admin.token: a value starting with '!' is read as a YAML tag; quote it")
+	f("admin:\n  token: *TopSecretAdminToken123", "(root): invalid YAML: a value starting with '*' is read as an alias; quote it")
+
 	// Unknown keys at every level.
 	f("bogus: 1", "bogus: unknown key")
 	f("delivery:\n  retry:\n    max_backof: 5m", "delivery.retry.max_backof: unknown key")
@@ -812,6 +817,11 @@ func TestRedacted(t *testing.T) {
 		"https://u:p@a.example/in":        "https://u:REDACTED@a.example/in",
 		"https://a.example/in?page=2":     "https://a.example/in?page=2",
 		"https://@a.example/in?x=1&sig=s": "https://@a.example/in?sig=REDACTED&x=1",
+		// Pairs Go cannot read may hold a credential: they go.
+		"https://h/in?v=1;token=SECRET": "https://h/in?REDACTED",
+		"https://h/in?token=SEC%zzRET":  "https://h/in?REDACTED",
+		"https://h/in?token=SECRET%":    "https://h/in?REDACTED",
+		"https://h/in?a=1&token=S%zz":   "https://h/in?REDACTED",
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)

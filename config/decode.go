@@ -130,6 +130,13 @@ func (d *decoder) scalar(n *yaml.Node, t reflect.Type, path string) (string, boo
 		d.addf(path, "%s", typeMsg(t))
 		return "", false
 	}
+	if strings.HasPrefix(n.Tag, "!") && !strings.HasPrefix(n.Tag, "!!") {
+		// A value starting with '!' is read as a tag, leaving the value
+		// empty (a secret would silently be unset). The tag, perhaps the
+		// secret, is not quoted.
+		d.addf(path, "a value starting with '!' is read as a YAML tag; quote it")
+		return "", false
+	}
 	return d.expand(n.Value, path)
 }
 

@@ -132,7 +132,13 @@ func parseDocument(data []byte) (*yaml.Node, []Problem) {
 
 // syntaxMsg turns a YAML parser error into a problem message.
 func syntaxMsg(err error) string {
-	return "invalid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if strings.HasPrefix(msg, "unknown anchor ") {
+		// The anchor's name is the rest of a value that began with '*',
+		// perhaps a secret: not quoted.
+		return "invalid YAML: a value starting with '*' is read as an alias; quote it"
+	}
+	return "invalid YAML: " + msg
 }
 
 // covered reports whether a problem at path is already explained by one of

@@ -71,7 +71,12 @@ func RedactURL(rawURL string) string {
 		u.User = url.User(redacted) // a user alone is often a token
 		changed = true
 	}
-	q := u.Query()
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		// A pair it cannot read (a ';', a bad escape) may hold anything:
+		// the whole query goes.
+		u.RawQuery, changed, q = redacted, true, nil
+	}
 	for name := range q {
 		if isSensitiveName(name) {
 			q[name] = []string{redacted}
