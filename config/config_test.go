@@ -323,6 +323,35 @@ subscribers:
 	if strings.Contains(err.Error(), testSecret) {
 		t.Fatalf("error quotes a secret: %s", err)
 	}
+
+	// A token or secret from a variable set but empty would switch a
+	// protection off: a problem. Elsewhere an empty variable is a value.
+	doc = `
+admin:
+  token: ${EMPTY}
+ingest:
+  signing_secret: "${EMPTY}"
+  auth_tokens: ["${EMPTY}${EMPTY}"]
+delivery:
+  user_agent: "${EMPTY}"
+subscribers:
+  - id: s
+    url: https://${HOST}/in
+    secret: ${EMPTY}
+    previous_secrets: ["${EMPTY}"]
+`
+	_, err = Parse([]byte(doc), env)
+	got = problemStrings(t, err)
+	want = []string{
+		"admin.token: environment variable EMPTY is empty",
+		"ingest.signing_secret: environment variable EMPTY is empty",
+		"ingest.auth_tokens[0]: environment variable EMPTY is empty",
+		"subscribers[0].secret: environment variable EMPTY is empty",
+		"subscribers[0].previous_secrets[0]: environment variable EMPTY is empty",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("unexpected problems for empty variables\ngot  %q\nwant %q", got, want)
+	}
 }
 
 func TestParseProblems(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -267,12 +268,25 @@ func (d *decoder) mergePairs(n *yaml.Node, path string) []pair {
 
 // expand replaces every ${NAME} in s by the value of environment variable
 // NAME and every $${ by ${. Problems name the variable, never a value.
+// isSecretPath reports whether the key at path holds a token or a secret.
+func isSecretPath(path string) bool {
+	switch {
+	case path == "admin.token", path == "ingest.signing_secret", strings.HasPrefix(path, "ingest.auth_tokens["):
+		return true
+	case strings.HasPrefix(path, "subscribers["):
+		_, key, _ := strings.Cut(path, "].")
+		return key == "secret" || strings.HasPrefix(key, "previous_secrets[")
+	}
+	return false
+}
+
 func (d *decoder) expand(s, path string) (string, bool) {
 	if !strings.Contains(s, "${") {
 		return s, true
 	}
 	var b strings.Builder
 	ok := true
+	var names []string
 	for {
 		i := strings.Index(s, "${")
 		if i < 0 {
@@ -305,7 +319,16 @@ func (d *decoder) expand(s, path string) (string, bool) {
 			ok = false
 			continue
 		}
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
 		b.WriteString(val)
+	}
+	if ok && b.Len() == 0 && len(names) > 0 && isSecretPath(path) {
+		// An empty token or secret switches a protection off: from a
+		// variable, that is a mistake (leave the key out instead).
+		d.addf(path, "environment variable %s is empty", strings.Join(names, ", "))
+		return "", false
 	}
 	return b.String(), ok
 }
