@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/hookbatch/hookbatch/config"
 	"github.com/hookbatch/hookbatch/event"
 	"github.com/valyala/fasthttp"
 )
@@ -61,7 +62,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		problems = append(problems, fmt.Sprintf("-data is not valid JSON (with %s as 1): %v", sendPlaceholder, err))
 	}
 	if !strings.HasPrefix(*url, "http://") && !strings.HasPrefix(*url, "https://") {
-		problems = append(problems, fmt.Sprintf("-url %q is not an http:// or https:// URL", *url))
+		problems = append(problems, fmt.Sprintf("-url %q is not an http:// or https:// URL", config.RedactURL(*url)))
 	}
 	if *n < 1 {
 		problems = append(problems, "-n must be at least 1")
@@ -230,7 +231,7 @@ func (s *sender) report(w io.Writer, elapsed time.Duration, interrupted bool) in
 	defer s.mu.Unlock()
 	rate := float64(s.okEvents) / max(elapsed.Seconds(), 1e-9)
 	fmt.Fprintf(w, "sent %d events in %d requests to %s in %v: %.0f events/s acknowledged\n",
-		s.events, s.requests, s.url, elapsed.Round(time.Millisecond), rate)
+		s.events, s.requests, config.RedactURL(s.url), elapsed.Round(time.Millisecond), rate)
 	fmt.Fprintf(w, "accepted %d, duplicates %d, unrouted %d\n", s.accepted, s.duplicates, s.unrouted)
 	if other := s.okEvents - s.accepted - s.duplicates - s.unrouted; other != 0 {
 		fmt.Fprintf(w, "(%d events acknowledged without matching counts in the answers)\n", other)

@@ -228,6 +228,12 @@ func TestSendBadFlags(t *testing.T) {
 	f("-c must be at least 1", "-type", "t", "-c", "-1")
 	f("is not an http:// or https:// URL", "-type", "t", "-url", "localhost:8080")
 	f("unexpected argument", "-type", "t", "extra")
+	// The URL is shown without its credentials.
+	var stdout, stderr cmdOutput
+	runSend(context.Background(), []string{"-type", "t", "-url", "ftp://user:PaSsW0rd@h/x?token=T0k3n"}, &stdout, &stderr)
+	if out := stderr.String(); !strings.Contains(out, "REDACTED") || strings.Contains(out, "PaSsW0rd") || strings.Contains(out, "T0k3n") {
+		t.Fatalf("bad -url with credentials: stderr %q", out)
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.requests != 0 {

@@ -29,7 +29,7 @@ func runSink(ctx context.Context, args []string, stdout, stderr io.Writer, start
 	fset := flag.NewFlagSet("sink", flag.ContinueOnError)
 	listen := fset.String("listen", "127.0.0.1:9090", "`address` to listen on")
 	var secrets secretList
-	fset.Var(&secrets, "secret", "signing `secret` deliveries must verify with; repeatable or comma-separated (default $HOOKBATCH_SINK_SECRET; none: signatures are not checked)")
+	fset.Var(&secrets, "secret", "signing `secret` deliveries must verify with; repeatable, or comma-separated before each whsec_ one (default $HOOKBATCH_SINK_SECRET; none: signatures are not checked)")
 	failRate := fset.Float64("fail-rate", 0, "`fraction` (0..1) of deliveries answered with -fail-status, not counted")
 	failStatus := fset.Int("fail-status", hooksink.DefaultFailStatus, "HTTP `status` of the answers of -fail-rate")
 	delay := fset.Duration("delay", 0, "answer every delivery after this `duration`")
@@ -111,7 +111,8 @@ func runSink(ctx context.Context, args []string, stdout, stderr io.Writer, start
 }
 
 // secretList is a repeatable flag whose values may each hold several
-// comma-separated secrets. It never prints the secrets.
+// secrets separated by commas before each whsec_ one (a raw secret, which
+// may hold commas and spaces, is taken as written). It never prints them.
 type secretList []string
 
 func (l *secretList) String() string {
@@ -122,10 +123,24 @@ func (l *secretList) String() string {
 }
 
 func (l *secretList) Set(v string) error {
-	for s := range strings.SplitSeq(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			*l = append(*l, s)
+	// A comma starts another secret only where a whsec_ one follows: a
+	// raw secret is taken as written, commas and spaces included.
+	start := 0
+	for i := 0; i < len(v); i++ {
+		if v[i] == ',' && strings.HasPrefix(strings.TrimLeft(v[i+1:], " "), "whsec_") {
+			l.add(v[start:i])
+			start = i + 1
 		}
 	}
+	l.add(v[start:])
 	return nil
+}
+
+func (l *secretList) add(s string) {
+	if strings.HasPrefix(strings.TrimSpace(s), "whsec_") {
+		s = strings.TrimSpace(s)
+	}
+	if s != "" {
+		*l = append(*l, s)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -189,4 +190,23 @@ func TestSinkCommandBadFlags(t *testing.T) {
 	if code := runSink(context.Background(), []string{"-listen", "256.0.0.1:1"}, &stdout, &stderr, nil); code != 1 {
 		t.Fatalf("unusable address: exit code %d, want 1", code)
 	}
+}
+
+// TestSecretList: comma-separated whsec_ secrets are split; a raw secret
+// is taken as written, commas and spaces included.
+func TestSecretList(t *testing.T) {
+	f := func(v string, want ...string) {
+		t.Helper()
+		var l secretList
+		if err := l.Set(v); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal([]string(l), want) {
+			t.Errorf("Set(%q) = %q, want %q", v, []string(l), want)
+		}
+	}
+	f("whsec_A, whsec_B", "whsec_A", "whsec_B")
+	f("other-secret,whsec_B", "other-secret", "whsec_B")
+	f("correct,horse battery staple ", "correct,horse battery staple ")
+	f("")
 }
