@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hookbatch/hookbatch/config"
@@ -43,6 +45,10 @@ func demo(args []string) int {
 const demoSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 func runDemo(out io.Writer, total, rate, perReq int) int {
+	// Ctrl-C or SIGTERM end the demo early, still through the deferred
+	// clean-up (its data directory).
+	interrupt, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
 	dir, err := os.MkdirTemp("", "hookbatch-demo-")
 	if err != nil {
 		fmt.Fprintln(out, "hookbatch demo:", err)
@@ -106,6 +112,12 @@ func runDemo(out io.Writer, total, rate, perReq int) int {
 			producing = false
 			deadline = time.Now().Add(30 * time.Second)
 		case <-tick.C:
+		case <-interrupt.Done():
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = r.Close(ctx)
+			fmt.Fprintln(out, "\ninterrupted")
+			return 1
 		}
 		st := sink.Stats()
 		reasons := flushReasons(r.AdminAddr())
