@@ -7,6 +7,7 @@ package storage
 
 import (
 	"errors"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -428,5 +429,41 @@ func TestFailedCreateBatchesHeadReadBack(t *testing.T) {
 	}
 	if err := s.ReadBatch(bb, func(uint64, []byte) error { return nil }); err != nil {
 		t.Fatalf("b's batch after a's was delivered: %v", err)
+	}
+}
+
+// A queue first opened while an Ack of its batch is being committed counts
+// the batch's events once: its count and the Ack's change of depth do not
+// overlap.
+func TestQueueOpenedDuringAck(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	a := openQueue(t, s, "a")
+	appendTo(t, s, "e1", a)
+	appendTo(t, s, "e2", a)
+	b1 := formBatch(t, a, "b1", 1)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.w.hold = func(err error) error { once.Do(func() { close(entered); <-release }); return err }
+	acked := make(chan error, 1)
+	go func() { acked <- s.Ack(b1) }()
+	<-entered // the Ack's commit is in flight
+	opened := make(chan *Queue, 1)
+	go func() { q, _ := s.Queue("a"); opened <- q }() // the first open since the restart
+	runtime.Gosched()                                 // let it start counting, as it did before it waited for the writer
+	close(release)
+	if err := <-acked; err != nil {
+		t.Fatal(err)
+	}
+	q := <-opened
+	if q == nil {
+		t.Fatal("cannot open queue a")
+	}
+	if d := q.Depth(); d != 1 {
+		t.Fatalf("depth %d, want 1 (one event queued, none batched)", d)
 	}
 }

@@ -29,46 +29,65 @@ type Queue struct {
 // head cursor is loaded and its depth counted.
 func (s *Store) Queue(id string) (*Queue, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if q, ok := s.queues[id]; ok {
+	q, ok := s.queues[id]
+	s.mu.Unlock()
+	if ok {
 		return q, nil
 	}
-	q := &Queue{s: s, id: id, prefix: queuePrefix(id), notify: make(chan struct{}, 1)}
-	err := s.view(func(txn *badger.Txn) error {
-		head, err := loadHead(txn, id)
-		if err != nil {
+	// Counted between two commits of the writer, each landed commit's
+	// change of depth applied (to no queue: the count includes it) and
+	// none in flight (its change will find the queue): nothing counted
+	// twice or missed.
+	err := s.w.do(&op{urgent: true, alone: func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if q, ok = s.queues[id]; ok {
+			return nil
+		}
+		q = &Queue{s: s, id: id, prefix: queuePrefix(id), notify: make(chan struct{}, 1)}
+		if err := s.view(q.count); err != nil {
 			return err
 		}
-		q.head.Store(head)
-		var n int64
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: q.prefix})
-		for it.Seek(q.key(q.head.Load())); it.Valid(); it.Next() {
-			n++
-		}
-		it.Close()
-		// Events in stored batches count too; batches are few (bounded by
-		// the delivery window), so a scan is cheap.
-		bt := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte{'b'}})
-		defer bt.Close()
-		for bt.Rewind(); bt.Valid(); bt.Next() {
-			if err := bt.Item().Value(func(v []byte) error {
-				b, err := unmarshalBatch(v)
-				if err == nil && b.Subscriber == id {
-					n += int64(len(b.Seqs))
-				}
-				return err
-			}); err != nil {
-				return err
-			}
-		}
-		q.depth.Store(n)
+		s.queues[id] = q
 		return nil
-	})
+	}})
 	if err != nil {
 		return nil, fmt.Errorf("cannot open queue %q: %w", id, err)
 	}
-	s.queues[id] = q
 	return q, nil
+}
+
+// count loads q's head and counts its depth: its queued events and those
+// in its stored batches.
+func (q *Queue) count(txn *badger.Txn) error {
+	head, err := loadHead(txn, q.id)
+	if err != nil {
+		return err
+	}
+	q.head.Store(head)
+	var n int64
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: q.prefix})
+	for it.Seek(q.key(head)); it.Valid(); it.Next() {
+		n++
+	}
+	it.Close()
+	// Events in stored batches count too; batches are few (bounded by
+	// the delivery window), so a scan is cheap.
+	bt := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, Prefix: []byte{'b'}})
+	defer bt.Close()
+	for bt.Rewind(); bt.Valid(); bt.Next() {
+		if err := bt.Item().Value(func(v []byte) error {
+			b, err := unmarshalBatch(v)
+			if err == nil && b.Subscriber == q.id {
+				n += int64(len(b.Seqs))
+			}
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	q.depth.Store(n)
+	return nil
 }
 
 // loadHead reads the head of queue id: every entry below it is in a batch
