@@ -118,7 +118,10 @@ type Store struct {
 	diskBytes atomic.Int64
 	full      atomic.Bool
 	released  atomic.Int64 // events released (acknowledged or dropped) since reclaimIfFull last looked
-	vlogFile  int64        // bytes of a value-log file
+	// reclaimLeft counts down the looks reclaimIfFull still reclaims
+	// for since the last release.
+	reclaimLeft atomic.Int64
+	vlogFile    int64 // bytes of a value-log file
 
 	// gcMu lets one value-log collection run at a time (the minute pass or
 	// reclaim): Badger rejects a second, and reclaim's flush would fail the
@@ -431,13 +434,20 @@ func (s *Store) collectGarbage() {
 }
 
 // reclaimIfFull runs reclaim while the store is over its quota and events
-// have been released since the last look: with nothing released there is
-// nothing to give back.
+// have been released since the last look, or were within the last
+// reclaimRetries looks (compactions may not have counted a release yet):
+// with nothing released there is nothing to give back.
 func (s *Store) reclaimIfFull() {
-	if s.full.Load() && s.released.Swap(0) > 0 {
+	if s.released.Swap(0) > 0 {
+		s.reclaimLeft.Store(reclaimRetries)
+	}
+	if s.full.Load() && s.reclaimLeft.Add(-1) >= 0 {
 		s.reclaim()
 	}
 }
+
+// reclaimRetries is how many looks reclaim runs for, full, after a release.
+const reclaimRetries = 6
 
 // reclaim gives back the space of released events. Badger frees a
 // value-log file only once compactions have counted the entries in it that
