@@ -199,11 +199,15 @@ func TestQuotaSpaceComesBack(t *testing.T) {
 // TestQuotaSpaceUnderHalfGarbage: a subscriber that never takes its
 // events holds 55% of every value-log file, the delivered events of
 // another the rest. Reclaim rewrites those files though under half of
-// each is garbage, and ingest is taken again.
+// each is garbage, and ingest is taken again. (The store is reopened
+// before the reclaim, as a restart does: Badger never collects the file
+// it is writing, and here that file may hold the most garbage, which
+// stops its collection altogether; see the README's Guarantees.)
 func TestQuotaSpaceUnderHalfGarbage(t *testing.T) {
 	const quota = 178 << 20
-	s := mustOpen(t, t.TempDir(), func(o *storage.Options) { o.MaxDiskBytes = quota })
-	defer mustClose(t, s)
+	dir := t.TempDir()
+	opts := func(o *storage.Options) { o.MaxDiskBytes = quota }
+	s := mustOpen(t, dir, opts)
 	stuck, taken := mustQueue(t, s, "stuck"), mustQueue(t, s, "taken")
 	data := `"` + strings.Repeat("x", 256<<10) + `"`
 	n, held := 0, 0
@@ -234,10 +238,19 @@ func TestQuotaSpaceUnderHalfGarbage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	mustClose(t, s)
+	s = mustOpen(t, dir, opts)
+	stuck, taken = mustQueue(t, s, "stuck"), mustQueue(t, s, "taken")
 	s.UpdateDiskUsage()
 	t.Logf("%d events stored, the taken ones delivered: DiskBytes %d, Full %v", n, s.DiskBytes(), s.Full())
-	s.ReclaimIfFull()
-	eventually(t, 30*time.Second, "the space back", func() bool { s.UpdateDiskUsage(); return !s.Full() })
+	if !s.Full() {
+		t.Fatal("the store is under its quota before any reclaim")
+	}
+	s.Reclaim()
+	s.UpdateDiskUsage()
+	if s.Full() {
+		t.Fatalf("still over the quota after reclaim: DiskBytes %d", s.DiskBytes())
+	}
 	if err := s.Append([]storage.AppendItem{ev("after", taken)}, make([]bool, 1)); err != nil {
 		t.Errorf("Append after the space came back: %v", err)
 	}
