@@ -125,13 +125,26 @@ type subMetrics struct {
 	deliveryDuration lazyHist
 	batchEvents      lazyHist
 	endToEnd         lazyHist
+	names            []string // every series of the subscriber, histograms too
+}
+
+// forget unregisters a removed subscriber's series.
+func (m *relayMetrics) forget(sm *subMetrics) {
+	for _, n := range sm.names {
+		m.set.UnregisterMetric(n)
+	}
 }
 
 var attemptOutcomes = []string{"success", "retry", "permanent", "timeout", "conn_error", "circuit_open"}
 
 func newSubMetrics(m *relayMetrics, s *subscriber) *subMetrics {
 	id := s.cfg.ID
-	name := func(n string) string { return fmt.Sprintf(`%s{subscriber=%q}`, n, id) }
+	var names []string
+	name := func(n string) string {
+		n = fmt.Sprintf(`%s{subscriber=%q}`, n, id)
+		names = append(names, n)
+		return n
+	}
 	sm := &subMetrics{
 		accepted:         m.set.GetOrCreateCounter(name("hookbatch_events_accepted_total")),
 		batchesDelivered: m.set.GetOrCreateCounter(name("hookbatch_batches_delivered_total")),
@@ -143,10 +156,14 @@ func newSubMetrics(m *relayMetrics, s *subscriber) *subMetrics {
 		endToEnd:         lazyHist{set: m.set, name: name("hookbatch_end_to_end_seconds"), buckets: e2eBuckets},
 	}
 	for _, o := range attemptOutcomes {
-		sm.attempts[o] = m.set.GetOrCreateCounter(fmt.Sprintf(`hookbatch_delivery_attempts_total{subscriber=%q,outcome=%q}`, id, o))
+		n := fmt.Sprintf(`hookbatch_delivery_attempts_total{subscriber=%q,outcome=%q}`, id, o)
+		sm.attempts[o] = m.set.GetOrCreateCounter(n)
+		names = append(names, n)
 	}
 	for r := batcher.Events; r <= batcher.Shutdown; r++ {
-		sm.flushes[r] = m.set.GetOrCreateCounter(fmt.Sprintf(`hookbatch_batches_flushed_total{subscriber=%q,reason=%q}`, id, r))
+		n := fmt.Sprintf(`hookbatch_batches_flushed_total{subscriber=%q,reason=%q}`, id, r)
+		sm.flushes[r] = m.set.GetOrCreateCounter(n)
+		names = append(names, n)
 	}
 	// Gauges read the subscriber in force: a reload may replace s.
 	r := s.r
@@ -157,6 +174,7 @@ func newSubMetrics(m *relayMetrics, s *subscriber) *subMetrics {
 		}
 		return 0
 	})
+	sm.names = names
 	return sm
 }
 

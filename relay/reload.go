@@ -124,13 +124,18 @@ func (r *Relay) Reload(cfg config.Config) error {
 }
 
 // retire waits until a removed subscriber has drained, then forgets it
-// (unless a reload brought it back meanwhile).
+// (unless a reload brought it back meanwhile), and its metrics once nothing
+// of it is left on disk.
 func (r *Relay) retire(s *subscriber) {
 	s.holdMu.Lock()
 	s.retired = true // replays wait for the restart, or for it to be configured again
 	s.holdMu.Unlock()
 	s.active.Wait()
 	s.stop() // nothing of it runs any more: release its context
+	// A reload bringing the id back shares its metric series: it is done
+	// with them (and has put its subscriber in force) before we look.
+	r.reload.Lock()
+	defer r.reload.Unlock()
 	r.subsMu.Lock()
 	defer r.subsMu.Unlock()
 	if r.byID[s.cfg.ID] != s {
@@ -143,5 +148,6 @@ func (r *Relay) retire(s *subscriber) {
 			Msg("removed subscriber stopped with events left on disk; configure it again to deliver them")
 		return
 	}
+	r.metrics.forget(s.metrics)
 	r.log.Info().Str("subscriber", s.cfg.ID).Msg("removed subscriber drained")
 }

@@ -217,3 +217,34 @@ func TestReloadRefusesFanOutBeyondStore(t *testing.T) {
 		t.Fatalf("a request of the most events to %d subscribers: %+v", len(fewer.Subscribers), a)
 	}
 }
+
+// TestRemovedSubscriberMetricsGo: once a removed subscriber has drained
+// and is forgotten, its metric series go too; the others stay.
+func TestRemovedSubscriberMetricsGo(t *testing.T) {
+	snk := startSink(t, sink.Options{})
+	cfg := testConfig(t, sub("a", snk.URL(), 1, 5*time.Millisecond), sub("gone", snk.URL(), 1, 5*time.Millisecond))
+	r := startRelay(t, cfg)
+	series := func(id string) int {
+		_, body := do(t, "GET", "http://"+r.AdminAddr()+"/metrics", "")
+		n := 0
+		for l := range strings.Lines(body) {
+			if strings.Contains(l, `subscriber="`+id+`"`) && !strings.HasPrefix(l, "#") {
+				n++
+			}
+		}
+		return n
+	}
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`) // histograms appear too
+	waitFor(t, 10*time.Second, "both delivered", func() bool { return snk.Stats().Events == 2 })
+	if series("gone") == 0 {
+		t.Fatal("no series of gone before its removal")
+	}
+	cfg.Subscribers = cfg.Subscribers[:1]
+	if err := r.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "gone's series gone", func() bool { return r.subscriber("gone") == nil && series("gone") == 0 })
+	if series("a") == 0 {
+		t.Fatal("a's series went too")
+	}
+}
