@@ -447,7 +447,7 @@ func (s *subscriber) view() subscriberView {
 		QueuedEvents:      s.q.Depth(),
 		InFlightBatches:   inflight,
 		OldestEventAge:    s.oldestAge(time.Now()).Seconds(),
-		Circuit:           s.host.circuit().String(),
+		Circuit:           s.host.circuit(time.Now()).String(),
 		Paused:            paused,
 		PauseReason:       reason,
 		Draining:          s.draining.Load(),

@@ -266,7 +266,7 @@ func TestProbeGivenUpOnReload(t *testing.T) {
 	mustIngest(t, r, "/v1/subscribers/slow/events", `{"type":"t","data":"s"}`)
 	<-slowIn
 	waitFor(t, 10*time.Second, "x's probe waiting for the global slot", func() bool {
-		return r.subscriber("x").host.circuit() == circuitHalfOpen &&
+		return r.subscriber("x").host.circuit(time.Now()) == circuitHalfOpen &&
 			metricValue(t, r, `hookbatch_limit_waits_total{limit="global_concurrency"}`) >= 1
 	})
 	x.Headers = map[string]string{"X-Env": "test"}
@@ -276,7 +276,7 @@ func TestProbeGivenUpOnReload(t *testing.T) {
 	}
 	close(held)
 	waitFor(t, 10*time.Second, "x's batch delivered to the healed host", func() bool { return hCalls.Load() >= 2 })
-	waitFor(t, 5*time.Second, "the circuit closed", func() bool { return r.subscriber("x").host.circuit() == circuitClosed })
+	waitFor(t, 5*time.Second, "the circuit closed", func() bool { return r.subscriber("x").host.circuit(time.Now()) == circuitClosed })
 }
 
 // TestAdminHidesURLCredentials: the admin API shows a subscriber's URL as

@@ -64,8 +64,9 @@ func newOutbound(r *Relay) *outbound {
 
 // host is one destination host:port: its in-flight limit and circuit breaker.
 type host struct {
-	addr string
-	sem  chan struct{}
+	addr    string
+	sem     chan struct{}
+	openFor time.Duration // circuit_breaker.open_duration
 
 	mu       sync.Mutex
 	state    circuitState
@@ -98,7 +99,8 @@ func (o *outbound) host(addr string) *host {
 	defer o.mu.Unlock()
 	h := o.hosts[addr]
 	if h == nil {
-		h = &host{addr: addr, sem: make(chan struct{}, o.r.cfg.Delivery.PerHostConcurrency)}
+		h = &host{addr: addr, sem: make(chan struct{}, o.r.cfg.Delivery.PerHostConcurrency),
+			openFor: o.r.cfg.Delivery.CircuitBreaker.OpenDuration}
 		o.hosts[addr] = h
 		o.r.metrics.registerHost(h)
 	}
@@ -178,9 +180,16 @@ func (h *host) shut(now time.Time, openFor time.Duration) (wait time.Duration, s
 	return halfOpenWait, true // half-open: another request is the probe
 }
 
-func (h *host) circuit() circuitState {
+// circuit reports the breaker's state as of now: once open_duration has
+// passed an open circuit lets a probe through, half-open, even before a
+// request asks (which is when allow moves it), so that a host no request
+// goes to any more does not read open for good.
+func (h *host) circuit(now time.Time) circuitState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.state == circuitOpen && now.Sub(h.openedAt) >= h.openFor {
+		return circuitHalfOpen
+	}
 	return h.state
 }
 

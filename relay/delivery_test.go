@@ -1118,3 +1118,24 @@ func TestHostOf(t *testing.T) {
 	f("http://[::1]:8080/h", "[::1]:8080")
 	f("https://[2001:DB8::1]/h", "[2001:db8::1]:443")
 }
+
+// TestCircuitGaugeOfAbandonedHost: a host whose circuit opened reads half
+// open, not open, once open_duration has passed, even with no request to
+// move it: one no subscriber uses any more does not read open for good.
+func TestCircuitGaugeOfAbandonedHost(t *testing.T) {
+	s := startSink(t, sink.Options{})
+	addr := deadAddr(t)
+	cfg := testConfig(t, sub("x", "http://"+addr+"/hooks", 1, 5*time.Millisecond))
+	cfg.Delivery.CircuitBreaker.FailureThreshold = 1
+	cfg.Delivery.CircuitBreaker.OpenDuration = 200 * time.Millisecond
+	r := startRelay(t, cfg)
+	series := `hookbatch_circuit_open{host="` + addr + `"}`
+	mustIngest(t, r, "/v1/events", `{"type":"t","data":1}`)
+	waitFor(t, 10*time.Second, "the circuit open", func() bool { return metricValue(t, r, series) == 1 })
+	cfg.Subscribers = []config.Subscriber{sub("x", s.URL(), 1, 5*time.Millisecond)}
+	if err := r.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the event delivered to the new URL", func() bool { return len(s.Events()) == 1 })
+	waitFor(t, 10*time.Second, "the old host's gauge back to 0", func() bool { return metricValue(t, r, series) == 0 })
+}

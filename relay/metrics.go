@@ -89,10 +89,10 @@ func (m *relayMetrics) registerHost(h *host) {
 	m.inflight[h.addr] = n
 	m.mu.Unlock()
 	m.set.GetOrCreateGauge(fmt.Sprintf(`hookbatch_circuit_open{host=%q}`, h.addr), func() float64 {
-		if h.circuit() == circuitClosed {
-			return 0
+		if h.circuit(time.Now()) == circuitOpen { // half-open lets a probe through
+			return 1
 		}
-		return 1
+		return 0
 	})
 	m.set.GetOrCreateGauge(fmt.Sprintf(`hookbatch_inflight_requests{host=%q}`, h.addr), func() float64 {
 		return float64(n.Load())

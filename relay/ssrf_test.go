@@ -169,7 +169,7 @@ func TestSSRFRefusedDestinations(t *testing.T) {
 			t.Errorf("no dead letter for %s (%s)", id, dests[id])
 		}
 		s := r.subscriber(id)
-		if c := s.host.circuit(); c != circuitClosed {
+		if c := s.host.circuit(time.Now()); c != circuitClosed {
 			t.Errorf("%s: circuit %v after a refusal, want closed", id, c)
 		}
 		if d := s.q.Depth(); d != 0 {
