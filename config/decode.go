@@ -266,8 +266,6 @@ func (d *decoder) mergePairs(n *yaml.Node, path string) []pair {
 	return nil
 }
 
-// expand replaces every ${NAME} in s by the value of environment variable
-// NAME and every $${ by ${. Problems name the variable, never a value.
 // isSecretPath reports whether the key at path holds a token or a secret.
 func isSecretPath(path string) bool {
 	switch {
@@ -280,6 +278,9 @@ func isSecretPath(path string) bool {
 	return false
 }
 
+// expand replaces every ${NAME} in s by the value of environment variable
+// NAME and every $${ by ${. Problems name the variable, never a value; a
+// token or secret the variables leave empty is one.
 func (d *decoder) expand(s, path string) (string, bool) {
 	if !strings.Contains(s, "${") {
 		return s, true
