@@ -388,28 +388,28 @@ func TestReplayWhileRemoved(t *testing.T) {
 // of a later probe (the circuit having opened and half-opened again
 // meanwhile), so there is never more than one probe at a time.
 func TestProbeNumbers(t *testing.T) {
-	h := &host{}
-	now := time.Now()
 	const openFor = time.Second
+	h := &host{openFor: openFor}
+	now := time.Now()
 	h.report(true, now, 1) // open
-	ok, first, _ := h.allow(now.Add(openFor), openFor)
+	ok, first, _ := h.allow(now.Add(openFor))
 	if !ok || first == 0 {
 		t.Fatalf("no probe after open_duration: %v %d", ok, first)
 	}
-	if ok, p, _ := h.allow(now.Add(openFor), openFor); ok || p != 0 {
+	if ok, p, _ := h.allow(now.Add(openFor)); ok || p != 0 {
 		t.Fatal("a second request let through while probing")
 	}
 	h.report(true, now.Add(openFor), 1) // another request failed: open again
-	ok, second, _ := h.allow(now.Add(3*openFor), openFor)
+	ok, second, _ := h.allow(now.Add(3 * openFor))
 	if !ok || second == 0 || second == first {
 		t.Fatalf("no new probe: %v %d (first %d)", ok, second, first)
 	}
 	h.abandon(first)
-	if ok, _, _ := h.allow(now.Add(3*openFor), openFor); ok {
+	if ok, _, _ := h.allow(now.Add(3 * openFor)); ok {
 		t.Fatal("the first probe, given back late, ended the second one's turn")
 	}
 	h.abandon(second)
-	if ok, p, _ := h.allow(now.Add(3*openFor), openFor); !ok || p == 0 {
+	if ok, p, _ := h.allow(now.Add(3 * openFor)); !ok || p == 0 {
 		t.Fatal("no probe after the second was given back")
 	}
 }

@@ -112,14 +112,14 @@ func (o *outbound) host(addr string) *host {
 // (the probe) is let through in the half-open state: probe is its number
 // (0 for any other request), and it must report its outcome, or abandon
 // it if it is not sent.
-func (h *host) allow(now time.Time, openFor time.Duration) (ok bool, probe uint64, wait time.Duration) {
+func (h *host) allow(now time.Time) (ok bool, probe uint64, wait time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch h.state {
 	case circuitClosed:
 		return true, 0, 0
 	case circuitOpen:
-		if left := openFor - now.Sub(h.openedAt); left > 0 {
+		if left := h.openFor - now.Sub(h.openedAt); left > 0 {
 			return false, 0, left
 		}
 		h.state = circuitHalfOpen
@@ -168,14 +168,14 @@ const halfOpenWait = 100 * time.Millisecond
 // shut reports whether the circuit keeps back a request that is not the
 // probe, and for how long: it may have opened while the request waited
 // for its slots.
-func (h *host) shut(now time.Time, openFor time.Duration) (wait time.Duration, shut bool) {
+func (h *host) shut(now time.Time) (wait time.Duration, shut bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch h.state {
 	case circuitClosed:
 		return 0, false
 	case circuitOpen:
-		return max(openFor-now.Sub(h.openedAt), 0), true
+		return max(h.openFor-now.Sub(h.openedAt), 0), true
 	}
 	return halfOpenWait, true // half-open: another request is the probe
 }
@@ -209,7 +209,7 @@ var (
 // errHeldMeanwhile).
 func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res result, ok bool, wait time.Duration) {
 	cb := &o.r.cfg.Delivery.CircuitBreaker
-	ok, probe, wait := s.host.allow(time.Now(), cb.OpenDuration)
+	ok, probe, wait := s.host.allow(time.Now())
 	if !ok {
 		return result{}, false, wait
 	}
@@ -229,7 +229,7 @@ func (o *outbound) attempt(s *subscriber, b *storage.Batch, body []byte) (res re
 	var held error
 	shut, slotted := false, time.Now()
 	if probe == 0 {
-		wait, shut = s.host.shut(slotted, cb.OpenDuration)
+		wait, shut = s.host.shut(slotted)
 	}
 	switch paused, _, _ := s.paused.get(); {
 	case paused:
