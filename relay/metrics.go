@@ -140,11 +140,12 @@ var attemptOutcomes = []string{"success", "retry", "permanent", "timeout", "conn
 func newSubMetrics(m *relayMetrics, s *subscriber) *subMetrics {
 	id := s.cfg.ID
 	var names []string
-	name := func(n string) string {
-		n = fmt.Sprintf(`%s{subscriber=%q}`, n, id)
+	series := func(format string, args ...any) string { // kept for forget
+		n := fmt.Sprintf(format, args...)
 		names = append(names, n)
 		return n
 	}
+	name := func(n string) string { return series(`%s{subscriber=%q}`, n, id) }
 	sm := &subMetrics{
 		accepted:         m.set.GetOrCreateCounter(name("hookbatch_events_accepted_total")),
 		batchesDelivered: m.set.GetOrCreateCounter(name("hookbatch_batches_delivered_total")),
@@ -156,14 +157,10 @@ func newSubMetrics(m *relayMetrics, s *subscriber) *subMetrics {
 		endToEnd:         lazyHist{set: m.set, name: name("hookbatch_end_to_end_seconds"), buckets: e2eBuckets},
 	}
 	for _, o := range attemptOutcomes {
-		n := fmt.Sprintf(`hookbatch_delivery_attempts_total{subscriber=%q,outcome=%q}`, id, o)
-		sm.attempts[o] = m.set.GetOrCreateCounter(n)
-		names = append(names, n)
+		sm.attempts[o] = m.set.GetOrCreateCounter(series(`hookbatch_delivery_attempts_total{subscriber=%q,outcome=%q}`, id, o))
 	}
 	for r := batcher.Events; r <= batcher.Shutdown; r++ {
-		n := fmt.Sprintf(`hookbatch_batches_flushed_total{subscriber=%q,reason=%q}`, id, r)
-		sm.flushes[r] = m.set.GetOrCreateCounter(n)
-		names = append(names, n)
+		sm.flushes[r] = m.set.GetOrCreateCounter(series(`hookbatch_batches_flushed_total{subscriber=%q,reason=%q}`, id, r))
 	}
 	// Gauges read the subscriber in force: a reload may replace s.
 	r := s.r

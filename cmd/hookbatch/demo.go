@@ -103,8 +103,9 @@ func runDemo(out io.Writer, total, rate, perReq int) int {
 	start := time.Now()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
-	producing := true
+	producing, interrupted := true, false
 	deadline := time.Time{}
+loop:
 	for {
 		select {
 		case <-done:
@@ -113,11 +114,8 @@ func runDemo(out io.Writer, total, rate, perReq int) int {
 			deadline = time.Now().Add(30 * time.Second)
 		case <-tick.C:
 		case <-interrupt.Done():
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = r.Close(ctx)
-			fmt.Fprintln(out, "\ninterrupted")
-			return 1
+			interrupted = true
+			break loop
 		}
 		st := sink.Stats()
 		reasons := flushReasons(r.AdminAddr())
@@ -133,6 +131,10 @@ func runDemo(out io.Writer, total, rate, perReq int) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = r.Close(ctx)
+	if interrupted {
+		fmt.Fprintln(out, "\ninterrupted")
+		return 1
+	}
 	st := sink.Stats()
 	p50, p99 := lat.percentiles()
 	fmt.Fprintf(out, "\nsummary: %d events accepted, %d delivered in %d batches (%.1f events per batch), %d duplicate batches, %d failed requests\n",
