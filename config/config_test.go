@@ -298,9 +298,18 @@ subscribers:
 		t.Fatalf("unexpected subscriber %+v", s)
 	}
 
+	problems := func(doc string, want ...string) error {
+		t.Helper()
+		_, err := Parse([]byte(doc), env)
+		if got := problemStrings(t, err); !slices.Equal(got, want) {
+			t.Fatalf("unexpected problems for\n%s\ngot  %q\nwant %q", doc, got, want)
+		}
+		return err
+	}
+
 	// Unset and malformed references are problems naming the variable,
 	// never the value of another.
-	doc = `
+	err = problems(`
 admin:
   token: ${ADMIN_TOKEN}
 subscribers:
@@ -308,25 +317,19 @@ subscribers:
     url: https://${HOST}/in
     secret: ${MISSING_SECRET}
     previous_secrets: ["${1BAD}", "${SECRET", "${SECRET}"]
-`
-	_, err = Parse([]byte(doc), env)
-	got := problemStrings(t, err)
-	want := []string{
+`,
 		"admin.token: environment variable ADMIN_TOKEN is not set",
 		"subscribers[0].secret: environment variable MISSING_SECRET is not set",
 		"subscribers[0].previous_secrets[0]: has an invalid environment variable name in ${...} (write $${ for a literal ${)",
 		"subscribers[0].previous_secrets[1]: has an unterminated ${ (write $${ for a literal ${)",
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("unexpected problems\ngot  %q\nwant %q", got, want)
-	}
+	)
 	if strings.Contains(err.Error(), testSecret) {
 		t.Fatalf("error quotes a secret: %s", err)
 	}
 
 	// A token or secret from a variable set but empty would switch a
 	// protection off: a problem. Elsewhere an empty variable is a value.
-	doc = `
+	problems(`
 admin:
   token: ${EMPTY}
 ingest:
@@ -339,19 +342,13 @@ subscribers:
     url: https://${HOST}/in
     secret: ${EMPTY}
     previous_secrets: ["${EMPTY}"]
-`
-	_, err = Parse([]byte(doc), env)
-	got = problemStrings(t, err)
-	want = []string{
+`,
 		"admin.token: environment variable EMPTY is empty",
 		"ingest.signing_secret: environment variable EMPTY is empty",
 		"ingest.auth_tokens[0]: environment variable EMPTY is empty",
 		"subscribers[0].secret: environment variable EMPTY is empty",
 		"subscribers[0].previous_secrets[0]: environment variable EMPTY is empty",
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("unexpected problems for empty variables\ngot  %q\nwant %q", got, want)
-	}
+	)
 }
 
 func TestParseProblems(t *testing.T) {
